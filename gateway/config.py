@@ -1,0 +1,497 @@
+"""Configuration: one TOML file plus ``conf.d/*.toml`` merged in name order, as frozen dataclasses.
+
+Every field has its unit in its name and a docstring-style comment. Loading is strict: unknown keys,
+wrong types and out-of-range values are :class:`~gateway.errors.ConfigError` naming the file that
+set the key and the dotted key itself. ``etc/gateway.toml`` is the commented example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/gateway/gateway.toml")
+
+#: Processing rate inside the box: every port is resampled to this, Opus runs at it.
+PROCESSING_RATE_HZ = 16000
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Who this box is."""
+
+    id: str = "gateway"
+    """Unique name of this box within its site; used in MQTT topics and to derive SSRCs."""
+    site: str = "site"
+    """Site name: one MQTT topic root per site."""
+    state_dir: str = "/var/lib/gateway"
+    """Where the box keeps state that must survive a restart."""
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """Opus encoder settings, shared by every port of the box."""
+
+    frame_ms: int = 20
+    """Opus frame length: 20 (default) or 10 (lower delay, more packets)."""
+    bitrate_bps: int = 32000
+    """Target bitrate per talking port, 6000-128000."""
+    complexity: int = 5
+    """Encoder complexity 0-10; 5 leaves CPU for other ports on a Pi."""
+    fec: bool = False
+    """Opus in-band forward error correction."""
+    expected_loss_pct: int = 0
+    """Packet-loss hint given to the encoder (0-100); FEC only spends bits when this is > 0."""
+    dtx: bool = False
+    """Discontinuous transmission: send almost nothing during silence within a talk spurt."""
+    payload_type: int = 111
+    """RTP dynamic payload type for Opus (96-127); every box of a site must agree."""
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Voice transport (RTP over UDP)."""
+
+    bind_address: str = "0.0.0.0"
+    """Local address for unicast voice sockets."""
+    multicast_interface: str = ""
+    """Address of the interface multicast is sent and joined on; empty = the kernel's choice."""
+    multicast_ttl: int = 1
+    """IP TTL of multicast voice (1 = this subnet only)."""
+    jitter_ms: int = 60
+    """Fixed jitter-buffer depth per sender; packets reordered within it are put back in order."""
+    max_datagram_bytes: int = 1500
+    """Datagrams larger than this are dropped as oversized."""
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """One talk group: a set of ports across boxes that hear each other."""
+
+    name: str
+    """The group's name (the key of its table)."""
+    port: int = 5004
+    """UDP port of this group's RTP session."""
+    multicast: str = ""
+    """IPv4 multicast address of the group on the LAN; empty = unicast to ``peers`` only."""
+    peers: tuple[str, ...] = ()
+    """Unicast peers, ``host`` or ``host:port`` (default port = ``port``)."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Control plane: MQTT 5 broker connection."""
+
+    enabled: bool = True
+    """False runs the box in LAN-only mode (voice needs no broker)."""
+    host: str = "localhost"
+    """Broker host name or address."""
+    port: int = 1883
+    """Broker TCP port."""
+    username: str = ""
+    """User name; empty = anonymous."""
+    password: str = ""
+    """Password (never logged)."""
+    keepalive_s: int = 30
+    """MQTT keepalive; the broker declares the box offline after about 1.5 times this."""
+    topic_root: str = "gateway/v1"
+    """Versioned root; topics are ``{topic_root}/{site}/...``."""
+    reconnect_min_s: float = 1.0
+    """First retry delay after the broker is lost."""
+    reconnect_max_s: float = 30.0
+    """Longest retry delay (backoff doubles up to this)."""
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    """Buttons and LEDs on the box."""
+
+    pin_factory: str = "native"
+    """``native`` lets gpiozero pick (lgpio on a Pi); ``mock`` uses gpiozero's MockFactory."""
+    power_led_pin: int | None = None
+    """BCM pin of the power/link LED: blinks while the broker is unreachable, solid when linked."""
+    debounce_ms: int = 30
+    """A button level must hold this long before it counts (bounce filter)."""
+
+
+@dataclass(frozen=True)
+class PortSettings:
+    """One local audio endpoint: a headset, a speaker/mic, a radio line."""
+
+    name: str
+    """The port's name (the key of its table)."""
+    backend: str = "alsa"
+    """``alsa`` (a sound card or bluez-alsa headset) or ``wav`` (files; simulator and tests)."""
+    capture_device: str = "default"
+    """ALSA PCM to capture from (``alsa`` backend)."""
+    playback_device: str = "default"
+    """ALSA PCM to play to (``alsa`` backend)."""
+    device_rate_hz: int = 48000
+    """Sample rate the device is opened at; resampled to 16 kHz inside."""
+    pace_realtime: bool = False
+    """Pace device I/O with the gateway's clock: for ALSA file/null PCMs that don't pace themselves."""
+    wav_input: str = ""
+    """``wav`` backend: mono 16-bit WAV played as the microphone (silence after its end)."""
+    wav_output: str = ""
+    """``wav`` backend: WAV file that records what the port plays."""
+    talk_mode: str = "ptt"
+    """``ptt`` (transmit while the button is held) or ``open`` (always transmitting)."""
+    groups: tuple[str, ...] = ()
+    """Talk groups this port listens to."""
+    talk_group: str = ""
+    """Group this port talks on; default = the first of ``groups``."""
+    ptt_pin: int | None = None
+    """BCM pin of the push-to-talk button (to ground, internal pull-up)."""
+    tx_led_pin: int | None = None
+    """BCM pin of the LED lit while this port transmits."""
+    rx_led_pin: int | None = None
+    """BCM pin of the LED lit while this port hears someone."""
+    playback_buffer_ms: int = 80
+    """Most audio queued for the device; older audio is dropped (and counted) past this."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole effective configuration of one box."""
+
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    codec: CodecSettings = field(default_factory=CodecSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
+    groups: tuple[GroupSettings, ...] = ()
+    ports: tuple[PortSettings, ...] = ()
+    sources: tuple[str, ...] = ()
+    """Files the configuration was read from, in merge order (not a TOML key)."""
+
+    def group(self, name: str) -> GroupSettings:
+        """The group called ``name``."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Read ``path`` (default ``/etc/gateway/gateway.toml``) and its ``conf.d/`` into a Config."""
+    main = Path(path) if path is not None else DEFAULT_PATH
+    files = [main]
+    conf_d = main.parent / "conf.d"
+    if conf_d.is_dir():
+        files += sorted(conf_d.glob("*.toml"))
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for f in files:
+        _merge(merged, _read_toml(f), origin, str(f), "")
+    cfg = from_dict(merged, origin, default_file=str(main))
+    return dataclasses.replace(cfg, sources=tuple(str(f) for f in files))
+
+
+def from_dict(
+    data: Mapping[str, Any],
+    origin: Mapping[str, str] | None = None,
+    default_file: str = "<config>",
+) -> Config:
+    """Build and validate a Config from parsed TOML (``origin`` maps dotted keys to files)."""
+    where = _Where(origin or {}, default_file)
+    known = {"gateway", "codec", "network", "mqtt", "gpio", "groups", "ports"}
+    for key in data:
+        if key not in known:
+            raise where.error(key, f"unknown section (expected one of {', '.join(sorted(known))})")
+    groups = tuple(
+        _build(GroupSettings, body, f"groups.{name}", where, name=name)
+        for name, body in _table(data, "groups", where).items()
+    )
+    ports = tuple(
+        _build(PortSettings, body, f"ports.{name}", where, name=name)
+        for name, body in _table(data, "ports", where).items()
+    )
+    cfg = Config(
+        gateway=_build(GatewaySettings, data.get("gateway", {}), "gateway", where),
+        codec=_build(CodecSettings, data.get("codec", {}), "codec", where),
+        network=_build(NetworkSettings, data.get("network", {}), "network", where),
+        mqtt=_build(MqttSettings, data.get("mqtt", {}), "mqtt", where),
+        gpio=_build(GpioSettings, data.get("gpio", {}), "gpio", where),
+        groups=groups,
+        ports=tuple(
+            p if p.talk_group or not p.groups else dataclasses.replace(p, talk_group=p.groups[0])
+            for p in ports
+        ),
+    )
+    _validate(cfg, where)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The effective configuration as TOML-shaped data (password masked), for ``config check``."""
+    out: dict[str, Any] = {}
+    for section in ("gateway", "codec", "network", "mqtt", "gpio"):
+        out[section] = {
+            k: v for k, v in dataclasses.asdict(getattr(cfg, section)).items() if v is not None
+        }
+    if out["mqtt"].get("password"):
+        out["mqtt"]["password"] = "********"
+    out["groups"] = {g.name: _entry(g) for g in cfg.groups}
+    out["ports"] = {p.name: _entry(p) for p in cfg.ports}
+    return out
+
+
+def _entry(obj: Any) -> dict[str, Any]:
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in dataclasses.asdict(obj).items()
+        if k != "name" and v is not None
+    }
+
+
+class _Where:
+    """Finds the file that set a dotted key, for error messages."""
+
+    def __init__(self, origin: Mapping[str, str], default_file: str) -> None:
+        self.origin = origin
+        self.default_file = default_file
+
+    def error(self, key: str, message: str) -> ConfigError:
+        probe = key
+        while probe:
+            if probe in self.origin:
+                return ConfigError(self.origin[probe], key, message)
+            probe = probe.rpartition(".")[0]
+        return ConfigError(self.default_file, key, message)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), "", "file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from exc
+
+
+def _merge(
+    into: dict[str, Any], new: Mapping[str, Any], origin: dict[str, str], src: str, prefix: str
+) -> None:
+    """Deep-merge tables; a later file's scalar or array replaces the earlier one."""
+    for key, value in new.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origin, src, dotted + ".")
+        else:
+            into[key] = value
+            origin[dotted] = src
+            if isinstance(value, dict):
+                _mark(value, origin, src, dotted + ".")
+
+
+def _mark(table: Mapping[str, Any], origin: dict[str, str], src: str, prefix: str) -> None:
+    for key, value in table.items():
+        origin[f"{prefix}{key}"] = src
+        if isinstance(value, dict):
+            _mark(value, origin, src, f"{prefix}{key}.")
+
+
+def _table(data: Mapping[str, Any], key: str, where: _Where) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise where.error(key, f"must be a table of named {key} ([{key}.NAME])")
+    for name, body in value.items():
+        if not _NAME_RE.match(name):
+            raise where.error(
+                f"{key}.{name}", "name must be 1-32 letters, digits, '-' or '_'"
+            )
+        if not isinstance(body, dict):
+            raise where.error(f"{key}.{name}", "must be a table")
+    return value
+
+
+_T = typing.TypeVar("_T")
+
+
+def _build(cls: type[_T], body: Any, section: str, where: _Where, **fixed: Any) -> _T:
+    """Construct dataclass ``cls`` from a TOML table, checking every key and type."""
+    if not isinstance(body, dict):
+        raise where.error(section, "must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - set(fixed)  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = dict(fixed)
+    for key, value in body.items():
+        dotted = f"{section}.{key}"
+        if key not in names:
+            raise where.error(dotted, f"unknown key (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(value, hints[key], dotted, where)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str, where: _Where) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):  # "int | None": None means "absent" in TOML
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(value, inner, key, where)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise where.error(key, f"must be an array of strings, got {_tname(value)}")
+        return tuple(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise where.error(key, f"must be true or false, got {_tname(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise where.error(key, f"must be an integer, got {_tname(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise where.error(key, f"must be a number, got {_tname(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise where.error(key, f"must be a string, got {_tname(value)}")
+        return value
+    raise where.error(key, f"unsupported type {hint!r}")  # pragma: no cover - schema bug
+
+
+def _tname(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _check(cond: bool, where: _Where, key: str, message: str) -> None:
+    if not cond:
+        raise where.error(key, message)
+
+
+def _validate(cfg: Config, where: _Where) -> None:
+    """Ranges and cross-references that types alone can't express."""
+    gw, c, n, m, g = cfg.gateway, cfg.codec, cfg.network, cfg.mqtt, cfg.gpio
+    _check(bool(_NAME_RE.match(gw.id)), where, "gateway.id",
+           "must be 1-32 letters, digits, '-' or '_' (it is part of MQTT topics)")
+    _check(bool(_NAME_RE.match(gw.site)), where, "gateway.site",
+           "must be 1-32 letters, digits, '-' or '_' (it is part of MQTT topics)")
+    _check(c.frame_ms in (10, 20), where, "codec.frame_ms", f"must be 10 or 20, got {c.frame_ms}")
+    _check(6000 <= c.bitrate_bps <= 128000, where, "codec.bitrate_bps",
+           f"must be 6000-128000, got {c.bitrate_bps}")
+    _check(0 <= c.complexity <= 10, where, "codec.complexity",
+           f"must be 0-10, got {c.complexity}")
+    _check(0 <= c.expected_loss_pct <= 100, where, "codec.expected_loss_pct",
+           f"must be 0-100, got {c.expected_loss_pct}")
+    _check(96 <= c.payload_type <= 127, where, "codec.payload_type",
+           f"must be a dynamic payload type 96-127, got {c.payload_type}")
+    _check(_is_ipv4(n.bind_address), where, "network.bind_address",
+           f"must be an IPv4 address, got {n.bind_address!r}")
+    _check(n.multicast_interface == "" or _is_ipv4(n.multicast_interface), where,
+           "network.multicast_interface",
+           f"must be empty or an IPv4 address, got {n.multicast_interface!r}")
+    _check(1 <= n.multicast_ttl <= 255, where, "network.multicast_ttl",
+           f"must be 1-255, got {n.multicast_ttl}")
+    _check(0 <= n.jitter_ms <= 1000, where, "network.jitter_ms",
+           f"must be 0-1000, got {n.jitter_ms}")
+    _check(64 <= n.max_datagram_bytes <= 65507, where, "network.max_datagram_bytes",
+           f"must be 64-65507, got {n.max_datagram_bytes}")
+    _check(bool(m.host), where, "mqtt.host", "must not be empty")
+    _check(1 <= m.port <= 65535, where, "mqtt.port", f"must be 1-65535, got {m.port}")
+    _check(5 <= m.keepalive_s <= 3600, where, "mqtt.keepalive_s",
+           f"must be 5-3600, got {m.keepalive_s}")
+    _check(bool(re.fullmatch(r"[A-Za-z0-9_/-]+", m.topic_root)) and not m.topic_root.endswith("/"),
+           where, "mqtt.topic_root", "must be letters, digits, '_', '-' and '/', no trailing '/'")
+    _check(0.1 <= m.reconnect_min_s <= m.reconnect_max_s <= 3600, where, "mqtt.reconnect_min_s",
+           "must satisfy 0.1 <= reconnect_min_s <= reconnect_max_s <= 3600")
+    _check(g.pin_factory in ("native", "mock"), where, "gpio.pin_factory",
+           f"must be 'native' or 'mock', got {g.pin_factory!r}")
+    _check(0 <= g.debounce_ms <= 1000, where, "gpio.debounce_ms",
+           f"must be 0-1000, got {g.debounce_ms}")
+    pins: dict[int, str] = {}
+
+    def claim(pin: int | None, key: str) -> None:
+        if pin is None:
+            return
+        _check(0 <= pin <= 27, where, key, f"must be a BCM pin 0-27, got {pin}")
+        _check(pin not in pins, where, key, f"pin {pin} is already used by {pins.get(pin)}")
+        pins[pin] = key
+
+    claim(g.power_led_pin, "gpio.power_led_pin")
+    seen_udp: dict[tuple[str, int], str] = {}
+    for grp in cfg.groups:
+        k = f"groups.{grp.name}"
+        _check(1024 <= grp.port <= 65535, where, f"{k}.port", f"must be 1024-65535, got {grp.port}")
+        _check(grp.multicast == "" or _is_multicast(grp.multicast), where, f"{k}.multicast",
+               f"must be an IPv4 multicast address (224.0.0.0/4), got {grp.multicast!r}")
+        _check(bool(grp.multicast or grp.peers), where, k,
+               "needs a multicast address or at least one peer")
+        for i, peer in enumerate(grp.peers):
+            _check(_peer_ok(peer), where, f"{k}.peers[{i}]",
+                   f"must be 'host' or 'host:port', got {peer!r}")
+        for addr in (grp.multicast, n.bind_address):
+            if addr:
+                _check((addr, grp.port) not in seen_udp, where, f"{k}.port",
+                       f"{addr}:{grp.port} is also used by {seen_udp.get((addr, grp.port))}")
+                seen_udp[(addr, grp.port)] = k
+    group_names = {grp.name for grp in cfg.groups}
+    for p in cfg.ports:
+        k = f"ports.{p.name}"
+        _check(p.backend in ("alsa", "wav"), where, f"{k}.backend",
+               f"must be 'alsa' or 'wav', got {p.backend!r}")
+        _check(p.device_rate_hz in (8000, 16000, 32000, 44100, 48000), where,
+               f"{k}.device_rate_hz",
+               f"must be one of 8000, 16000, 32000, 44100, 48000, got {p.device_rate_hz}")
+        if p.backend == "wav":
+            _check(bool(p.wav_input or p.wav_output), where, f"{k}.wav_input",
+                   "a wav port needs wav_input, wav_output or both")
+        _check(p.talk_mode in ("ptt", "open"), where, f"{k}.talk_mode",
+               f"must be 'ptt' or 'open', got {p.talk_mode!r}")
+        for i, gname in enumerate(p.groups):
+            _check(gname in group_names, where, f"{k}.groups[{i}]",
+                   f"no talk group {gname!r} is defined (have: {', '.join(sorted(group_names))})")
+        _check(not p.talk_group or p.talk_group in p.groups, where, f"{k}.talk_group",
+               f"{p.talk_group!r} must be one of the port's groups {list(p.groups)}")
+        _check(20 <= p.playback_buffer_ms <= 1000, where, f"{k}.playback_buffer_ms",
+               f"must be 20-1000, got {p.playback_buffer_ms}")
+        claim(p.ptt_pin, f"{k}.ptt_pin")
+        claim(p.tx_led_pin, f"{k}.tx_led_pin")
+        claim(p.rx_led_pin, f"{k}.rx_led_pin")
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_multicast(text: str) -> bool:
+    return _is_ipv4(text) and ipaddress.IPv4Address(text).is_multicast
+
+
+def _peer_ok(peer: str) -> bool:
+    host, sep, port = peer.rpartition(":") if ":" in peer else (peer, "", "")
+    if sep and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return False
+    return bool(re.fullmatch(r"[A-Za-z0-9.-]+", host))
+
+
+def parse_peer(peer: str, default_port: int) -> tuple[str, int]:
+    """Split ``host[:port]`` into (host, port)."""
+    if ":" in peer:
+        host, _, port = peer.rpartition(":")
+        return host, int(port)
+    return peer, default_port
