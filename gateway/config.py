@@ -70,7 +70,7 @@ class NetworkSettings:
     """Address of the interface multicast is sent and joined on; empty = the kernel's choice."""
     multicast_ttl: int = 1
     """IP TTL of multicast voice (1 = this subnet only)."""
-    jitter_ms: int = 60
+    jitter_ms: int = 40
     """Fixed jitter-buffer depth per sender; packets reordered within it are put back in order."""
     max_datagram_bytes: int = 1500
     """Datagrams larger than this are dropped as oversized."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -48,10 +49,9 @@ class CaptureBridge:
             if self._scheduled:
                 return
             self._scheduled = True
-        try:
+        # A loop closed during shutdown raises RuntimeError: there is nothing left to deliver to.
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # loop closed during shutdown: nothing left to deliver to
-            pass
 
     def _drain(self) -> None:
         with self._lock:

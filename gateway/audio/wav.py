@@ -78,7 +78,7 @@ class WavDevice:
         if self._output_path:
             try:
                 Path(self._output_path).parent.mkdir(parents=True, exist_ok=True)
-                self._writer = wave.open(self._output_path, "wb")
+                self._writer = wave.open(self._output_path, "wb")  # noqa: SIM115 - closed in stop()
             except OSError as exc:
                 raise DeviceError(self.name, f"cannot write {self._output_path}: {exc}") from exc
             self._writer.setnchannels(1)

@@ -1,1 +1,1 @@
-"""codec"""
+"""Opus through libopus, and the per-sender jitter buffer."""

@@ -1,1 +1,1 @@
-"""dsp"""
+"""Pure signal-processing stages (arrays in, arrays out, state in objects)."""

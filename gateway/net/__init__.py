@@ -1,1 +1,1 @@
-"""net"""
+"""Voice on the wire: RTP packets and the UDP transport."""

@@ -1,1 +1,1 @@
-"""voice"""
+"""One port's voice path: uplink (capture -> wire) and downlink (wire -> playback)."""

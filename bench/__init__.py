@@ -1,0 +1,1 @@
+"""Benchmarks (later issues): they print figures and ratios against baselines."""

@@ -1,0 +1,197 @@
+"""The composition root: builds one box from its Config and runs it until cancelled.
+
+Only this module picks real adapters or stand-ins (ALSA or WAV devices, gpiozero's native or mock pin
+factory), from config or from what a caller injects. The daemon (``gateway run``) and the simulator
+(``gateway demo``) run this same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.audio.device import AudioDevice
+from gateway.audio.wav import WavDevice
+from gateway.config import PROCESSING_RATE_HZ, Config, PortSettings
+from gateway.control.client import ControlPlane
+from gateway.control.topics import PortInfo
+from gateway.gpio.panel import Panel, make_pin_factory
+from gateway.net import rtp
+from gateway.net.udp import UdpTransport
+from gateway.system.notify import Notifier
+from gateway.voice.port import Port, port_ssrc
+
+log = logging.getLogger(__name__)
+
+_AUTO: Any = object()
+
+
+def make_device(settings: PortSettings, frame_ms: int) -> AudioDevice:
+    """The device a port's config asks for."""
+    frame = settings.device_rate_hz * frame_ms // 1000
+    if settings.backend == "wav":
+        return WavDevice(
+            settings.name, settings.device_rate_hz, frame, settings.wav_input, settings.wav_output
+        )
+    from gateway.audio.alsa import AlsaDevice  # imported here: libasound only where it's used
+
+    return AlsaDevice(
+        settings.name, settings.capture_device, settings.playback_device,
+        settings.device_rate_hz, frame, pace_realtime=settings.pace_realtime,
+    )
+
+
+class App:
+    """One gateway: its ports, voice transport, control plane, panel and service notifications."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        devices: Mapping[str, AudioDevice] | None = None,
+        pin_factory: Any = _AUTO,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        gw = config.gateway
+        self.ports: dict[str, Port] = {}
+        for ps in config.ports:
+            device = (devices or {}).get(ps.name) or make_device(ps, config.codec.frame_ms)
+            self.ports[ps.name] = Port(
+                ps, config.codec, config.network, device,
+                ssrc=port_ssrc(gw.site, gw.id, ps.name),
+                send=self._send,
+                # Random starting points (RFC 3550 section 5.1) so a restart never replays indices.
+                initial_sequence=secrets.randbits(16),
+                initial_timestamp=secrets.randbits(32),
+            )
+        self.transport = UdpTransport(
+            config.network, config.groups, config.codec.payload_type, self._on_packet,
+            own_ssrcs={p.ssrc for p in self.ports.values()},
+        )
+        self.control: ControlPlane | None = None
+        if config.mqtt.enabled:
+            self.control = ControlPlane(
+                config.mqtt, gw,
+                [PortInfo(p.name, p.talk_mode, p.groups, p.talk_group) for p in config.ports],
+            )
+            self.control.on_link = self._link_changed
+        factory = make_pin_factory(config.gpio.pin_factory) if pin_factory is _AUTO else pin_factory
+        self.panel = Panel(config.gpio, config.ports, pin_factory=factory)
+        self.notifier = notifier or Notifier()
+        self.ready = asyncio.Event()
+        """Set once every device and socket is up (the simulator and tests wait on it)."""
+        self.local_deliveries = 0
+
+    def press(self, port: str, pressed: bool) -> None:
+        """Push-to-talk on ``port`` (from a button, a script or the console)."""
+        self.ports[port].set_ptt(pressed)
+
+    async def run(self) -> None:
+        """Run the box until cancelled; clean up everything on the way out."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self.transport.start()
+            for port in self.ports.values():
+                port.on_change = self._port_changed
+                port.start(loop)
+            self.panel.start(loop, self.press)
+            self.panel.set_link(False)
+            async with asyncio.TaskGroup() as tg:
+                if self.control is not None:
+                    tg.create_task(self.control.run(), name="mqtt")
+                tg.create_task(self.notifier.watchdog(self._healthy), name="watchdog")
+                self.notifier.ready()
+                self.notifier.status(self._status())
+                self.ready.set()
+                log.info("gateway %s up: %s", self.config.gateway.id, self._status())
+                await asyncio.Future()  # until cancelled
+        finally:
+            self.notifier.stopping()
+            for port in self.ports.values():
+                port.stop()
+            self.panel.close()
+            self.transport.close()
+
+    def _send(self, group: str, datagram: bytes) -> None:
+        """A port's packet: to the network, and straight to this box's other ports in the group."""
+        self.transport.send(group, datagram)
+        listeners = [p for p in self.ports.values() if group in p.settings.groups]
+        if len(listeners) > 1:
+            packet = rtp.parse(datagram, self.config.codec.payload_type)
+            if isinstance(packet, rtp.RtpPacket):
+                self.local_deliveries += 1
+                for port in listeners:
+                    port.receive(group, packet)
+
+    def _on_packet(self, group: str, packet: rtp.RtpPacket) -> None:
+        for port in self.ports.values():
+            if group in port.settings.groups:
+                port.receive(group, packet)
+
+    def _port_changed(self, port: Port) -> None:
+        self.panel.set_tx(port.name, port.transmitting)
+        self.panel.set_rx(port.name, port.receiving)
+        if self.control is not None:
+            self.control.set_port_state(
+                port.name, talking=port.transmitting, receiving=port.receiving
+            )
+
+    def _link_changed(self, up: bool) -> None:
+        self.panel.set_link(up)
+        self.notifier.status(self._status())
+
+    def _healthy(self) -> bool:
+        # Voice is the box's job: it is healthy while the loop runs (this is called on it).
+        return True
+
+    def _status(self) -> str:
+        link = "no broker" if self.control is None or not self.control.connected else "broker up"
+        return (
+            f"{len(self.ports)} port(s), {len(self.config.groups)} group(s), {link}, "
+            f"{PROCESSING_RATE_HZ // 1000} kHz Opus {self.config.codec.frame_ms} ms"
+        )
+
+    def counters(self) -> dict[str, Any]:
+        """A snapshot of the box's counters (for tests, the demo and later telemetry)."""
+        out: dict[str, Any] = {
+            "udp_received": self.transport.received,
+            "udp_sent": self.transport.sent,
+            "udp_send_errors": self.transport.send_errors,
+            "udp_rejected": dict(self.transport.rejected),
+            "ports": {},
+        }
+        for name, port in self.ports.items():
+            t = port.downlink.totals()
+            out["ports"][name] = {
+                "packets_sent": port.uplink.rtp.packets_sent,
+                "packets_received": t.packets_received,
+                "packets_lost": t.packets_lost,
+                "frames_concealed": t.frames_concealed,
+                "capture_dropped": port.capture.dropped if port.capture else 0,
+                "playback_dropped_samples": port.playback.dropped_samples,
+                "device": vars(port.device.stats).copy(),
+            }
+        return out
+
+
+@contextlib.asynccontextmanager
+async def running(app: App) -> Any:
+    """Run ``app`` in a task for the body of an ``async with``; cancel and await it after."""
+    task = asyncio.create_task(app.run(), name=f"app-{app.config.gateway.id}")
+    ready = asyncio.create_task(app.ready.wait())
+    try:
+        done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()  # raises the start-up error
+        yield app
+    finally:
+        ready.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,162 @@
+"""Command line: ``gateway run``, ``gateway demo``, ``gateway config check``.
+
+Exit status: 0 success, 1 the job failed, 2 bad arguments or a bad configuration (the message names
+the file and key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__, config
+from gateway.errors import ConfigError, GatewayError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Voice gateway appliance: group voice between boxes."
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway daemon from its configuration")
+    run.add_argument("--config", type=Path, default=config.DEFAULT_PATH,
+                     help=f"configuration file (default {config.DEFAULT_PATH}; plus its conf.d/)")
+
+    demo = sub.add_parser("demo", help="simulate a site on this machine and measure what is heard")
+    demo.add_argument("--input", type=Path, metavar="WAV",
+                      help="speech clip to play (default: shared/testdata speech, else espeak-ng)")
+    demo.add_argument("--out", type=Path, metavar="DIR", help="keep the recordings in DIR")
+    demo.add_argument("--gateways", type=int, default=3, help="gateways in the site (2-9)")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = cfg_sub.add_parser("check", help="validate and print the effective configuration")
+    check.add_argument("path", nargs="?", type=Path, default=None,
+                       help=f"configuration file (default: --config or {config.DEFAULT_PATH})")
+    check.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gateway`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "config":
+            return _config_check(args.path or args.config)
+        if args.command == "run":
+            return _run(args.config)
+        if args.command == "demo":
+            return _demo(args)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("gateway: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE  # pragma: no cover - argparse requires a command
+
+
+def _config_check(path: Path) -> int:
+    cfg = config.load(path)
+    print(f"# effective configuration, from: {', '.join(cfg.sources)}")
+    print(_to_toml(config.to_dict(cfg)))
+    return 0
+
+
+def _run(path: Path) -> int:
+    cfg = config.load(path)
+    from gateway.app import App
+
+    _run_until_signalled(App(cfg).run())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not 2 <= args.gateways <= 9:
+        print("gateway: demo: --gateways must be 2-9", file=sys.stderr)
+        return EXIT_USAGE
+    if args.input is not None and not args.input.is_file():
+        print(f"gateway: demo: --input {args.input}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+    from gateway.sim.demo import format_table, run_demo
+
+    result = _run_until_signalled(run_demo(args.input, args.out, args.gateways))
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(format_table(result))
+        if args.out:
+            print(f"recordings kept in {args.out}")
+    return 0 if all(li.delay_ms is not None for li in result.listeners) else EXIT_FAILED
+
+
+def _run_until_signalled(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` on a fresh loop; SIGTERM cancels it like Ctrl-C does, so cleanup always runs."""
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coro
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        return None
+
+
+def _to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Print TOML-shaped data (tables of scalars and string arrays) as TOML."""
+    scalars, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            scalars.append(f"{key} = {_toml_value(value)}")
+    out = "\n".join(scalars)
+    for key, value in tables:
+        name = f"{prefix}{key}"
+        inner = _to_toml(value, f"{name}.")
+        has_scalars = any(not isinstance(v, dict) for v in value.values())
+        block = f"[{name}]\n{inner}" if has_scalars or not value else inner
+        out += ("\n\n" if out else "") + block
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))

@@ -1,0 +1,121 @@
+"""RTP packets (RFC 3550) carrying Opus (RFC 7587): parse, validate, build.
+
+Parsing is pure and total: :func:`parse` returns a packet or a :class:`Reject` reason, never raises,
+for any bytes at all. Senders use a 48 kHz RTP clock whatever the codec's internal rate (RFC 7587
+section 4.1), one SSRC per sending port and the marker bit on the first packet of a talk spurt.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+RTP_VERSION = 2
+RTP_CLOCK_HZ = 48000
+HEADER = struct.Struct("!BBHII")
+MIN_HEADER_BYTES = HEADER.size
+
+
+class Reject(enum.Enum):
+    """Why a datagram was dropped; the value is the counter's name."""
+
+    TRUNCATED = "truncated"
+    BAD_VERSION = "bad_version"
+    OVERSIZED = "oversized"
+    UNKNOWN_PAYLOAD_TYPE = "unknown_payload_type"
+    BAD_PADDING = "bad_padding"
+    BAD_EXTENSION = "bad_extension"
+    EMPTY_PAYLOAD = "empty_payload"
+    OWN_PACKET = "own_packet"
+    RTCP = "rtcp"
+
+
+@dataclass(frozen=True, slots=True)
+class RtpPacket:
+    """One parsed RTP packet (CSRCs and header extensions are skipped, not kept)."""
+
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    marker: bool
+    payload: bytes
+
+
+def parse(data: bytes, payload_type: int, max_bytes: int = 1500) -> RtpPacket | Reject:
+    """Validate and parse one datagram; anything that isn't a well-formed Opus RTP packet is a Reject."""
+    n = len(data)
+    if n > max_bytes:
+        return Reject.OVERSIZED
+    if n < MIN_HEADER_BYTES:
+        return Reject.TRUNCATED
+    b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
+    if b0 >> 6 != RTP_VERSION:
+        return Reject.BAD_VERSION
+    # RTCP shares the port space when muxed (RFC 5761): PT 200-204 with the marker bit set.
+    if 192 <= b1 <= 223:
+        return Reject.RTCP
+    pt = b1 & 0x7F
+    if pt != payload_type:
+        return Reject.UNKNOWN_PAYLOAD_TYPE
+    offset = MIN_HEADER_BYTES + 4 * (b0 & 0x0F)
+    if offset > n:
+        return Reject.TRUNCATED
+    if b0 & 0x10:  # header extension: 16-bit profile, 16-bit length in 32-bit words
+        if offset + 4 > n:
+            return Reject.BAD_EXTENSION
+        (words,) = struct.unpack_from("!H", data, offset + 2)
+        offset += 4 + 4 * words
+        if offset > n:
+            return Reject.BAD_EXTENSION
+    end = n
+    if b0 & 0x20:  # padding: the last octet counts the padding octets, itself included
+        pad = data[-1]
+        if pad == 0 or offset + pad > n:
+            return Reject.BAD_PADDING
+        end -= pad
+    if end <= offset:
+        return Reject.EMPTY_PAYLOAD
+    return RtpPacket(pt, seq, ts, ssrc, bool(b1 & 0x80), bytes(data[offset:end]))
+
+
+def build(packet: RtpPacket) -> bytes:
+    """Serialise a packet with no CSRCs, extension or padding."""
+    b1 = (0x80 if packet.marker else 0) | (packet.payload_type & 0x7F)
+    return HEADER.pack(
+        RTP_VERSION << 6, b1, packet.sequence & 0xFFFF, packet.timestamp & 0xFFFFFFFF,
+        packet.ssrc & 0xFFFFFFFF,
+    ) + packet.payload
+
+
+class RtpSender:
+    """Sequence numbers, timestamps and the marker bit for one sending port (SSRC)."""
+
+    def __init__(self, ssrc: int, payload_type: int, initial_sequence: int, initial_timestamp: int):
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self._seq = initial_sequence & 0xFFFF
+        self._ts = initial_timestamp & 0xFFFFFFFF
+        self._spurt_start = True
+        self.packets_sent = 0
+        self.octets_sent = 0
+
+    def start_spurt(self) -> None:
+        """The next packet begins a talk spurt (marker bit set, RFC 3551 section 4.1)."""
+        self._spurt_start = True
+
+    def skip(self, samples_48k: int) -> None:
+        """Advance the timestamp over time in which nothing was sent (between talk spurts)."""
+        self._ts = (self._ts + samples_48k) & 0xFFFFFFFF
+
+    def packetize(self, payload: bytes, samples_48k: int) -> bytes:
+        """The next packet carrying ``payload`` that covers ``samples_48k`` of RTP clock."""
+        data = build(RtpPacket(self.payload_type, self._seq, self._ts, self.ssrc,
+                               self._spurt_start, payload))
+        self._spurt_start = False
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + samples_48k) & 0xFFFFFFFF
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        return data

@@ -1,0 +1,180 @@
+"""Voice over UDP: one RTP session per talk group, unicast to listed peers and/or IP multicast.
+
+For each group the box binds a unicast socket on ``network.bind_address:group.port`` (it sends from
+it and peers send to it) and, when the group has a multicast address, a second socket bound to
+``multicast:port`` joined on ``network.multicast_interface``. Every datagram received is validated by
+:func:`gateway.net.rtp.parse`; anything malformed is dropped and counted by reason, never raised.
+Sending never blocks: a socket error is counted and the packet is lost, like any other loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import struct
+from collections.abc import Callable, Collection, Iterable
+
+from gateway.config import GroupSettings, NetworkSettings, parse_peer
+from gateway.errors import TransportError
+from gateway.net import rtp
+
+log = logging.getLogger(__name__)
+
+#: Linux's IP_MULTICAST_ALL (linux/in.h); Python's socket module doesn't export it.
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+
+PacketSink = Callable[[str, rtp.RtpPacket], None]
+"""Receives (group name, packet) for every valid packet from another sender."""
+
+
+class _GroupProtocol(asyncio.DatagramProtocol):
+    def __init__(self, transport: UdpTransport, group: str) -> None:
+        self._owner = transport
+        self._group = group
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self._owner.datagram_received(self._group, data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (e.g. port unreachable from a peer that is down) arrive here on Linux.
+        self._owner.count_send_error(exc)
+
+
+class UdpTransport:
+    """Owns the voice sockets of every talk group of one box."""
+
+    def __init__(
+        self,
+        network: NetworkSettings,
+        groups: Iterable[GroupSettings],
+        payload_type: int,
+        sink: PacketSink,
+        own_ssrcs: Collection[int] = (),
+    ) -> None:
+        self._network = network
+        self._groups = {g.name: g for g in groups}
+        self._payload_type = payload_type
+        self._sink = sink
+        self._own_ssrcs = own_ssrcs
+        self._tx: dict[str, asyncio.DatagramTransport] = {}
+        self._rx: list[asyncio.DatagramTransport] = []
+        self._destinations: dict[str, list[tuple[str, int]]] = {}
+        self.rejected: collections.Counter[str] = collections.Counter()
+        """Dropped datagrams by reason (see :class:`gateway.net.rtp.Reject`)."""
+        self.received = 0
+        self.sent = 0
+        self.send_errors = 0
+        self._last_send_error = ""
+
+    async def start(self) -> None:
+        """Bind and join every group's sockets; TransportError names the group if one can't."""
+        loop = asyncio.get_running_loop()
+        try:
+            for g in self._groups.values():
+                tx = _unicast_socket(self._network, g)
+                self._tx[g.name] = await self._register(loop, tx, g.name)
+                dests = [parse_peer(p, g.port) for p in g.peers]
+                if g.multicast:
+                    rx = _multicast_socket(self._network, g)
+                    self._rx.append(await self._register(loop, rx, g.name))
+                    dests.append((g.multicast, g.port))
+                self._destinations[g.name] = dests
+        except BaseException:
+            self.close()
+            raise
+
+    async def _register(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, group: str
+    ) -> asyncio.DatagramTransport:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _GroupProtocol(self, group), sock=sock
+        )
+        return transport
+
+    def datagram_received(self, group: str, data: bytes) -> None:
+        """Validate one datagram and hand it on; malformed ones are counted by reason."""
+        result = rtp.parse(data, self._payload_type, self._network.max_datagram_bytes)
+        if isinstance(result, rtp.Reject):
+            self.rejected[result.value] += 1
+            return
+        if result.ssrc in self._own_ssrcs:
+            # Our own multicast looped back (IP_MULTICAST_LOOP stays on so boxes on one host work).
+            self.rejected[rtp.Reject.OWN_PACKET.value] += 1
+            return
+        self.received += 1
+        self._sink(group, result)
+
+    def send(self, group: str, datagram: bytes) -> None:
+        """Send one packet to every destination of ``group``; never blocks or raises."""
+        tx = self._tx.get(group)
+        if tx is None:
+            return
+        for dest in self._destinations[group]:
+            try:
+                tx.sendto(datagram, dest)
+                self.sent += 1
+            except OSError as exc:
+                self.count_send_error(exc)
+
+    def count_send_error(self, exc: Exception) -> None:
+        """Count a failed send; log only when the kind of failure changes."""
+        self.send_errors += 1
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._last_send_error:
+            self._last_send_error = text
+            log.warning("voice send failed (counted, not retried): %s", text)
+
+    def close(self) -> None:
+        """Close every socket."""
+        for t in [*self._tx.values(), *self._rx]:
+            t.close()
+        self._tx.clear()
+        self._rx.clear()
+
+
+def _unicast_socket(network: NetworkSettings, group: GroupSettings) -> socket.socket:
+    addr = f"{network.bind_address}:{group.port}"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        # Both of a group's sockets share its port: Linux needs SO_REUSEADDR on each to allow it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Without this, Linux also delivers to a wildcard-bound socket the multicast of groups
+        # that any other socket joined (ip(7), IP_MULTICAST_ALL), duplicating every packet.
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, network.multicast_ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        if network.multicast_interface:
+            sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                socket.inet_aton(network.multicast_interface),
+            )
+        # Expedited Forwarding (DSCP 46) so Wi-Fi WMM and managed switches queue voice first.
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 46 << 2)
+        sock.bind((network.bind_address, group.port))
+    except OSError as exc:
+        sock.close()
+        raise TransportError(group.name, addr, exc.strerror or str(exc)) from exc
+    return sock
+
+
+def _multicast_socket(network: NetworkSettings, group: GroupSettings) -> socket.socket:
+    addr = f"{group.multicast}:{group.port}"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        # Several boxes (or the simulator's gateways) on one host each receive the group.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        # Binding to the group address (not INADDR_ANY) keeps other groups' traffic on the same
+        # port out of this socket (Linux delivers by destination address).
+        sock.bind((group.multicast, group.port))
+        iface = network.multicast_interface or "0.0.0.0"
+        mreq = struct.pack("4s4s", socket.inet_aton(group.multicast), socket.inet_aton(iface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(group.name, addr, exc.strerror or str(exc)) from exc
+    return sock

@@ -1,0 +1,104 @@
+"""A simulated site: several gateways on this machine, each with a WAV-backed port.
+
+Each gateway gets its own loopback address (127.0.0.11, .12, ...) so the boxes talk over real UDP
+sockets exactly as on a LAN, one talk group carried by IP multicast on the loopback interface, and
+the embedded broker for presence. PTT is pressed through gpiozero's MockFactory pins, i.e. through
+the same Panel code a real button goes through.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import (
+    CodecSettings,
+    Config,
+    GatewaySettings,
+    GpioSettings,
+    GroupSettings,
+    MqttSettings,
+    NetworkSettings,
+    PortSettings,
+)
+
+PTT_PIN = 17
+TX_LED_PIN = 22
+RX_LED_PIN = 23
+POWER_LED_PIN = 24
+PORT_NAME = "radio"
+GROUP = "ops"
+
+
+@dataclass(frozen=True)
+class SiteLayout:
+    """Addresses of one simulated site (chosen fresh per run so parallel runs don't cross-talk)."""
+
+    addresses: tuple[str, ...]
+    multicast: str
+    udp_port: int
+
+
+def pick_layout(gateways: int, rng: random.Random | None = None) -> SiteLayout:
+    """Loopback addresses, a multicast group and a UDP port that is free on all of them."""
+    rng = rng or random.Random()
+    addresses = tuple(f"127.0.0.{11 + i}" for i in range(gateways))
+    for _ in range(50):
+        port = rng.randrange(20000, 60000, 2)
+        if all(_udp_free(a, port) for a in addresses):
+            multicast = f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
+            return SiteLayout(addresses, multicast, port)
+    raise OSError("no free UDP port found on the loopback addresses")
+
+
+def _udp_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def gateway_config(
+    index: int,
+    layout: SiteLayout,
+    broker_port: int,
+    wav_input: str,
+    wav_output: str,
+    rate_hz: int,
+    site: str = "sim",
+    jitter_ms: int = 40,
+    frame_ms: int = 20,
+) -> Config:
+    """The config of gateway ``index`` of the simulated site (ids gw-a, gw-b, ...)."""
+    gid = f"gw-{chr(ord('a') + index)}"
+    return Config(
+        gateway=GatewaySettings(id=gid, site=site, state_dir=""),
+        network=NetworkSettings(
+            bind_address=layout.addresses[index], multicast_interface="127.0.0.1",
+            jitter_ms=jitter_ms,
+        ),
+        codec=CodecSettings(frame_ms=frame_ms),
+        mqtt=MqttSettings(
+            host="127.0.0.1", port=broker_port, keepalive_s=5, reconnect_min_s=0.2,
+            reconnect_max_s=2.0,
+        ),
+        gpio=GpioSettings(pin_factory="mock", power_led_pin=POWER_LED_PIN),
+        groups=(GroupSettings(name=GROUP, port=layout.udp_port, multicast=layout.multicast),),
+        ports=(
+            PortSettings(
+                name=PORT_NAME, backend="wav", device_rate_hz=rate_hz, wav_input=wav_input,
+                wav_output=wav_output, talk_mode="ptt", groups=(GROUP,), talk_group=GROUP,
+                ptt_pin=PTT_PIN, tx_led_pin=TX_LED_PIN, rx_led_pin=RX_LED_PIN,
+            ),
+        ),
+        sources=(f"<simulated {gid}>",),
+    )
+
+
+def output_path(out_dir: Path, gateway_id: str) -> Path:
+    """Where a simulated gateway's port records what it heard."""
+    return out_dir / f"{gateway_id}-{PORT_NAME}.wav"

@@ -1,0 +1,115 @@
+"""A port: one local audio endpoint with its device, uplink, downlink and talk gate.
+
+Each captured device frame drives one tick, in data-flow order: resample the capture to 16 kHz and
+hand it to the uplink (which sends while the talk gate is open); pull the same duration of mixed
+downlink audio, resample it to the device rate and queue it for playback. Playback therefore runs on
+the device's own clock and never waits for the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+
+from gateway.audio.bridge import CaptureBridge, Frame, PlaybackQueue
+from gateway.audio.device import AudioDevice
+from gateway.config import PROCESSING_RATE_HZ, CodecSettings, NetworkSettings, PortSettings
+from gateway.dsp.resample import Resampler
+from gateway.net.rtp import RtpPacket
+from gateway.voice.downlink import Downlink
+from gateway.voice.uplink import Uplink
+
+
+def port_ssrc(site: str, gateway_id: str, port: str) -> int:
+    """A stable SSRC for a sending port, so a listener can tell which port is talking."""
+    digest = hashlib.blake2b(f"{site}/{gateway_id}/{port}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Port:
+    """One audio endpoint of the box and its voice path."""
+
+    def __init__(
+        self,
+        settings: PortSettings,
+        codec: CodecSettings,
+        network: NetworkSettings,
+        device: AudioDevice,
+        ssrc: int,
+        send: Callable[[str, bytes], None],
+        initial_sequence: int = 0,
+        initial_timestamp: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.device = device
+        self.ssrc = ssrc
+        self.talk_group = settings.talk_group
+        self._send = send
+        self.uplink = Uplink(
+            codec, ssrc, self._send_packet, initial_sequence, initial_timestamp
+        )
+        self.downlink = Downlink(settings.groups, network.jitter_ms)
+        self._to_16k = Resampler(device.rate_hz, PROCESSING_RATE_HZ)
+        self._to_device = Resampler(PROCESSING_RATE_HZ, device.rate_hz)
+        self._tick_16k = PROCESSING_RATE_HZ * device.frame_samples // device.rate_hz
+        self.playback = PlaybackQueue(device.rate_hz * settings.playback_buffer_ms // 1000)
+        self.ptt_pressed = False
+        self.on_change: Callable[[Port], None] | None = None
+        """Called on the loop when ``transmitting`` or ``receiving`` changes (LEDs, MQTT)."""
+        self.capture: CaptureBridge | None = None
+        self._receiving = False
+
+    @property
+    def transmitting(self) -> bool:
+        """True while this port's talk gate is open."""
+        return self.uplink.transmitting
+
+    @property
+    def receiving(self) -> bool:
+        """True while this port plays audio from someone."""
+        return self._receiving
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the device; from now on every captured frame is one tick."""
+        self.capture = CaptureBridge(loop, self.tick)
+        if self.settings.talk_mode == "open":
+            self._set_gate(True)
+        self.device.start(self.capture, self.playback)
+
+    def stop(self) -> None:
+        """Stop the device."""
+        self.device.stop()
+
+    def set_ptt(self, pressed: bool) -> None:
+        """Push-to-talk pressed or released (from a button, the console or a script)."""
+        self.ptt_pressed = pressed
+        if self.settings.talk_mode == "ptt":
+            self._set_gate(pressed)
+
+    def _set_gate(self, open_: bool) -> None:
+        if open_ != self.uplink.transmitting:
+            self.uplink.set_gate(open_)
+            self._changed()
+
+    def receive(self, group: str, packet: RtpPacket) -> None:
+        """A voice packet from another sender in one of the groups (this port filters its own)."""
+        if packet.ssrc != self.ssrc:
+            self.downlink.receive(group, packet)
+
+    def tick(self, frame: Frame) -> None:
+        """One captured device frame: run the uplink, then queue one frame of playback."""
+        self.uplink.process(self._to_16k.process(frame))
+        heard = self.downlink.pull(self._tick_16k)
+        self.playback.write(self._to_device.process(heard))
+        if self.downlink.receiving != self._receiving:
+            self._receiving = self.downlink.receiving
+            self._changed()
+
+    def _send_packet(self, datagram: bytes) -> None:
+        self._send(self.talk_group, datagram)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
