@@ -48,14 +48,18 @@ def parse(data: bytes, payload_type: int, max_bytes: int = 1500) -> RtpPacket | 
     n = len(data)
     if n > max_bytes:
         return Reject.OVERSIZED
-    if n < MIN_HEADER_BYTES:
+    if n < 8:  # shorter than even an RTCP header
         return Reject.TRUNCATED
-    b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
+    b0, b1 = data[0], data[1]
     if b0 >> 6 != RTP_VERSION:
         return Reject.BAD_VERSION
-    # RTCP shares the port space when muxed (RFC 5761): PT 200-204 with the marker bit set.
+    # RTCP shares the port when muxed (RFC 5761 section 4): its packet types 192-223 read as
+    # RTP marker bit + PT 64-95, which RTP must not use.
     if 192 <= b1 <= 223:
         return Reject.RTCP
+    if n < MIN_HEADER_BYTES:
+        return Reject.TRUNCATED
+    _, _, seq, ts, ssrc = HEADER.unpack_from(data)
     pt = b1 & 0x7F
     if pt != payload_type:
         return Reject.UNKNOWN_PAYLOAD_TYPE

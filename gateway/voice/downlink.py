@@ -35,7 +35,9 @@ class SenderStats:
     packets_lost: int = 0
     """Packets whose turn came while they were missing."""
     frames_concealed: int = 0
-    frames_recovered_fec: int = 0
+    """Lost (or undecodable) frames that were played as concealment."""
+    frames_fec_tried: int = 0
+    """Of those, frames rebuilt with the next packet's in-band FEC (when the sender sends it)."""
     undecodable: int = 0
 
 
@@ -96,7 +98,10 @@ class SenderStream:
         if res.kind is Pop.LOST:
             self.stats.packets_lost = self.jitter.stats.lost + self.jitter.stats.overflow_dropped
             if res.next_payload:
-                self.stats.frames_recovered_fec += 1
+                # decode_fec uses the next packet's LBRR data when the sender enabled FEC and
+                # falls back to concealment inside libopus when it has none.
+                self.stats.frames_concealed += 1
+                self.stats.frames_fec_tried += 1
                 return self.decoder.recover(res.next_payload, self.frame_samples)
             return self._conceal()
         return None
@@ -152,6 +157,6 @@ class Downlink:
             total.packets_received += s.packets_received
             total.packets_lost += s.packets_lost
             total.frames_concealed += s.frames_concealed
-            total.frames_recovered_fec += s.frames_recovered_fec
+            total.frames_fec_tried += s.frames_fec_tried
             total.undecodable += s.undecodable
         return total

@@ -1,0 +1,120 @@
+"""A two-port voice rig without the App: WAV devices, real UDP sockets on loopback, real libopus.
+
+Used by transport and voice tests that need a live stream to check something against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gateway.audio.wav import WavDevice, read_wav, write_wav
+from gateway.config import CodecSettings, GroupSettings, NetworkSettings, PortSettings
+from gateway.net.udp import UdpTransport
+from gateway.sim.metrics import Heard, score
+from gateway.voice.port import Port
+
+SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "speech" / "speech.wav"
+LEAD_S = 0.5
+
+
+@dataclass
+class Station:
+    """One side of the rig."""
+
+    port: Port
+    transport: UdpTransport
+    address: str
+
+
+@dataclass
+class Rig:
+    """Talker and listener, plus what was said."""
+
+    talker: Station
+    listener: Station
+    group: GroupSettings
+    said: np.ndarray
+    rate: int
+    clip_len: int
+    out: Path
+
+    def heard(self) -> Heard:
+        """Score what the listener recorded against what the talker said."""
+        heard, _ = read_wav(self.out)
+        t0 = self.talker.port.device.started_at  # type: ignore[attr-defined]
+        t1 = self.listener.port.device.started_at  # type: ignore[attr-defined]
+        shift = round((t1 - t0) * self.rate)
+        timeline = np.zeros(len(self.said) + 2 * self.rate)
+        n = min(len(heard), len(timeline) - shift)
+        timeline[shift: shift + n] = heard[:n]
+        return score(self.said, timeline, self.rate, int(LEAD_S * self.rate), self.clip_len)
+
+
+def _free_port(rng: random.Random) -> int:
+    import socket
+
+    for _ in range(100):
+        port = rng.randrange(20000, 60000, 2)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.21", port))
+                return port
+            except OSError:
+                continue
+    raise OSError("no free port")
+
+
+async def make_rig(tmp: Path, codec: CodecSettings | None = None, multicast: bool = True) -> Rig:
+    """Talker 127.0.0.21 and listener 127.0.0.22 in group 'ops', started."""
+    rng = random.Random()
+    clip, rate = read_wav(SPEECH)
+    lead = int(LEAD_S * rate)
+    said = np.concatenate([np.zeros(lead, np.int16), clip, np.zeros(rate, np.int16)])
+    mic = tmp / "mic.wav"
+    write_wav(mic, said, rate)
+    port_no = _free_port(rng)
+    group = GroupSettings(
+        "ops", port=port_no,
+        multicast=f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}" if multicast else "",
+        peers=() if multicast else ("127.0.0.21", "127.0.0.22"),
+    )
+    codec = codec or CodecSettings()
+    stations = []
+    loop = asyncio.get_running_loop()
+    for i, (addr, inp) in enumerate([("127.0.0.21", str(mic)), ("127.0.0.22", "")]):
+        net = NetworkSettings(bind_address=addr, multicast_interface="127.0.0.1")
+        out = tmp / f"out{i}.wav"
+        ps = PortSettings(f"p{i}", backend="wav", device_rate_hz=rate, wav_input=inp,
+                          wav_output=str(out), groups=("ops",), talk_group="ops")
+        dev = WavDevice(ps.name, rate, rate * codec.frame_ms // 1000, inp, str(out))
+        box: dict[str, UdpTransport] = {}
+        send: Callable[[str, bytes], None] = lambda g, d, b=box: b["t"].send(g, d)  # noqa: E731
+        port = Port(ps, codec, net, dev, ssrc=0x1000 + i, send=send,
+                    initial_sequence=rng.randrange(65536))
+        transport = UdpTransport(net, [group], codec.payload_type, port.receive,
+                                 own_ssrcs={port.ssrc})
+        box["t"] = transport
+        await transport.start()
+        stations.append(Station(port, transport, addr))
+    for s in stations:
+        s.port.start(loop)
+    return Rig(stations[0], stations[1], group, said, rate, len(clip), tmp / "out1.wav")
+
+
+async def talk(rig: Rig, press: bool = True) -> None:
+    """Press PTT over the clip (or not), then stop both stations."""
+    await asyncio.sleep(LEAD_S / 2)
+    if press:
+        rig.talker.port.set_ptt(True)
+    await asyncio.sleep(LEAD_S / 2 + rig.clip_len / rig.rate + 0.3)
+    rig.talker.port.set_ptt(False)
+    await asyncio.sleep(0.4)
+    for s in (rig.talker, rig.listener):
+        s.port.stop()
+        s.transport.close()
