@@ -20,3 +20,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
     asyncio.run(func(**kwargs))
     return True
+
+
+from tests.rigs.alsa import alsa_rig  # noqa: E402, F401  (session fixture: ALSA file PCMs)
