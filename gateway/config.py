@@ -272,7 +272,8 @@ class _Where:
         while probe:
             if probe in self.origin:
                 return ConfigError(self.origin[probe], key, message)
-            probe = probe.rpartition(".")[0]
+            # "ports.x.groups[1]" was set with its array "ports.x.groups", not with "ports.x".
+            probe = probe.rpartition("[")[0] if probe.endswith("]") else probe.rpartition(".")[0]
         return ConfigError(self.default_file, key, message)
 
 

@@ -84,6 +84,7 @@ class WavDevice:
             self._writer.setnchannels(1)
             self._writer.setsampwidth(2)
             self._writer.setframerate(self.rate_hz)
+        self._stop.clear()  # a stop() before start() must not end the new run at once
         pacer = Pacer(self.frame_samples / self.rate_hz)
         self.started_at = pacer.started_at
         self._thread = threading.Thread(

@@ -87,7 +87,9 @@ class JitterBuffer:
         """Store a packet; False if it was a duplicate or came after its turn (counted)."""
         ext = self._extend(sequence & 0xFFFF)
         if self._highest is not None and abs(ext - self._highest) > RESYNC_JUMP:
-            # The sender restarted (fresh random sequence): start over with it.
+            # The sender restarted (fresh random sequence): start over with it. What the old stream
+            # still had buffered is dropped unplayed, and counted like an overflow drop.
+            self.stats.overflow_dropped += len(self._packets)
             self._reset()
             self.stats.resyncs += 1
         if self._floor is not None and ext < self._floor:

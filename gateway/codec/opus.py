@@ -69,10 +69,15 @@ class OpusDecoder:
     def __init__(self, rate_hz: int) -> None:
         self.rate_hz = rate_hz
         self._max_samples = rate_hz * MAX_FRAME_MS // 1000
-        self._dec = opuslib_next.Decoder(rate_hz, 1)
+        try:
+            self._dec = opuslib_next.Decoder(rate_hz, 1)
+        except opuslib_next.OpusError as exc:
+            raise CodecError(f"libopus refused the decoder settings: {exc}") from exc
 
     def decode(self, payload: bytes) -> Frame:
         """Decode a packet into however many samples it holds; CodecError if libopus rejects it."""
+        if not payload:  # libopus would treat it as a lost packet and conceal 120 ms
+            raise CodecError("empty Opus packet")
         try:
             pcm = self._dec.decode(payload, self._max_samples)
         except opuslib_next.OpusError as exc:
@@ -83,9 +88,12 @@ class OpusDecoder:
         """Packet-loss concealment for ``samples`` (a multiple of 2.5 ms) of missing audio."""
         # opuslib's Decoder.decode() calls len() on its data, so PLC (a NULL packet) goes through
         # the API layer, whose ctypes c_char_p argument turns None into NULL.
-        pcm = opus_decoder_api.decode(
-            self._dec.decoder_state, ctypes.c_char_p(None), 0, samples, False, channels=1
-        )
+        try:
+            pcm = opus_decoder_api.decode(
+                self._dec.decoder_state, ctypes.c_char_p(None), 0, samples, False, channels=1
+            )
+        except opuslib_next.OpusError as exc:
+            raise CodecError(f"libopus cannot conceal {samples} samples: {exc}") from exc
         return np.frombuffer(pcm, dtype="<i2").astype(np.int16)
 
     def recover(self, next_payload: bytes, samples: int) -> Frame:
