@@ -100,7 +100,8 @@ class App:
                 port.on_change = self._port_changed
                 port.start(loop)
             self.panel.start(loop, self.press)
-            self.panel.set_link(False)
+            # LAN-only mode is a healthy state: the power LED shows solid, not "broker lost".
+            self.panel.set_link(self.control is None)
             async with asyncio.TaskGroup() as tg:
                 if self.control is not None:
                     tg.create_task(self.control.run(), name="mqtt")

@@ -106,6 +106,8 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.sim.demo import format_table, run_demo
 
     result = _run_until_signalled(run_demo(args.input, args.out, args.gateways))
+    if result is None:  # stopped by SIGTERM; everything it started has been cleaned up
+        return 128 + signal.SIGTERM
     if args.json:
         print(json.dumps(result.to_json()))
     else:

@@ -102,7 +102,7 @@ class MqttSettings:
     """Broker TCP port."""
     username: str = ""
     """User name; empty = anonymous."""
-    password: str = ""
+    password: str = field(default="", repr=False)
     """Password (never logged)."""
     keepalive_s: int = 30
     """MQTT keepalive; the broker declares the box offline after about 1.5 times this."""

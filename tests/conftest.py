@@ -23,3 +23,4 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 
 from tests.rigs.alsa import alsa_rig  # noqa: E402, F401  (session fixture: ALSA file PCMs)
+from tests.rigs.mqtt import mosquitto  # noqa: E402, F401  (a private broker per test)

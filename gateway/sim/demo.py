@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import soxr
+from gpiozero.pins.mock import MockFactory
 
 from gateway.app import App, running
 from gateway.audio.wav import read_wav, write_wav
@@ -149,7 +150,8 @@ async def run_demo(
             )
             for i in range(gateways)
         ]
-        apps = [App(cfg) for cfg in configs]
+        factories = [MockFactory() for _ in configs]
+        apps = [App(cfg, pin_factory=f) for cfg, f in zip(configs, factories, strict=True)]
         async with contextlib.AsyncExitStack() as running_apps:
             for app in apps:
                 await running_apps.enter_async_context(running(app))
@@ -158,9 +160,10 @@ async def run_demo(
             device = talker.ports[site.PORT_NAME].device
             t0 = getattr(device, "started_at", time.monotonic())
             await _sleep_until(t0 + LEAD_IN_S / 2)
-            _button(talker).drive_low()  # press PTT
+            button = factories[0].pin(site.PTT_PIN)
+            button.drive_low()  # press PTT
             await _sleep_until(t0 + LEAD_IN_S + len(clip) / rate + TAIL_S / 2)
-            _button(talker).drive_high()  # release
+            button.drive_high()  # release
             await _sleep_until(t0 + len(said) / rate + 0.3)
             packets_sent = talker.ports[site.PORT_NAME].uplink.rtp.packets_sent
             counters = [app.counters()["ports"][site.PORT_NAME] for app in apps]
@@ -193,11 +196,6 @@ def _place(heard: np.ndarray[Any, Any], shift: int, length: int) -> np.ndarray[A
     else:
         out[: len(heard) + shift] = heard[-shift:]
     return out
-
-
-def _button(app: App) -> Any:
-    """The mock pin behind the talker's PTT button."""
-    return app.panel.pin_factory.pin(site.PTT_PIN)
 
 
 async def _sleep_until(deadline: float) -> None:
