@@ -15,10 +15,10 @@ https://github.com/gpiozero/gpiozero/issues/828), with it set, presses without r
 seen (https://github.com/gpiozero/gpiozero/issues/550), and MockFactory ignores it (``MockPin``'s
 ``_set_bounce`` is a stub), so tests could not reach it. One debouncer of ours runs everywhere.
 
-A button is a ``DigitalInputDevice(pull_up=True)`` (active low: exactly what ``Button`` is) rather
-than a ``Button``: ``Button`` adds a hold thread per button that we don't use, whose stop makes
-``close()`` block 0.1 s per button, or up to ``hold_time`` (1 s) while the button is held
-(``HoldThread.held`` in https://github.com/gpiozero/gpiozero/blob/master/gpiozero/mixins.py).
+A button is a gpiozero ``Button(pull_up=True)``. Its hold thread makes ``close()`` take 0.1 s per
+button, or up to ``hold_time`` (1 s) while the button is held (``HoldThread.held`` in
+https://github.com/gpiozero/gpiozero/blob/master/gpiozero/mixins.py): a cost paid only at shutdown,
+and the hold machinery is what a long-press (emergency call) will use.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class Panel:
                 key = f"ports.{p.name}"
                 self._ports[p.name] = _Port(
                     name=p.name,
-                    button=self._claim(stack, gpiozero.DigitalInputDevice, p.ptt_pin,
+                    button=self._claim(stack, gpiozero.Button, p.ptt_pin,
                                        f"{key}.ptt_pin", pull_up=True, bounce_time=None),
                     tx_led=self._claim(stack, gpiozero.LED, p.tx_led_pin, f"{key}.tx_led_pin"),
                     rx_led=self._claim(stack, gpiozero.LED, p.rx_led_pin, f"{key}.rx_led_pin"),
