@@ -134,16 +134,23 @@ class UdpTransport:
         self._rx.clear()
 
 
+def _group_socket() -> socket.socket:
+    """A non-blocking UDP socket with the options both of a group's sockets need."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    # A group's two sockets share its port, and several boxes (or the simulator's gateways) on
+    # one host each receive the group: Linux needs SO_REUSEADDR on every one of them.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Without this, Linux also delivers to a wildcard-bound socket the multicast of groups that
+    # any other socket joined (ip(7), IP_MULTICAST_ALL), duplicating every packet.
+    sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    return sock
+
+
 def _unicast_socket(network: NetworkSettings, group: GroupSettings) -> socket.socket:
     addr = f"{network.bind_address}:{group.port}"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = _group_socket()
     try:
-        sock.setblocking(False)
-        # Both of a group's sockets share its port: Linux needs SO_REUSEADDR on each to allow it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Without this, Linux also delivers to a wildcard-bound socket the multicast of groups
-        # that any other socket joined (ip(7), IP_MULTICAST_ALL), duplicating every packet.
-        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, network.multicast_ttl)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
         if network.multicast_interface:
@@ -162,12 +169,8 @@ def _unicast_socket(network: NetworkSettings, group: GroupSettings) -> socket.so
 
 def _multicast_socket(network: NetworkSettings, group: GroupSettings) -> socket.socket:
     addr = f"{group.multicast}:{group.port}"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = _group_socket()
     try:
-        sock.setblocking(False)
-        # Several boxes (or the simulator's gateways) on one host each receive the group.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         # Binding to the group address (not INADDR_ANY) keeps other groups' traffic on the same
         # port out of this socket (Linux delivers by destination address).
         sock.bind((group.multicast, group.port))
