@@ -35,7 +35,7 @@ class _GroupProtocol(asyncio.DatagramProtocol):
         self._group = group
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self._owner.datagram_received(self._group, data)
+        self._owner.datagram_received(self._group, data, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (e.g. port unreachable from a peer that is down) arrive here on Linux.
@@ -93,18 +93,28 @@ class UdpTransport:
         )
         return transport
 
-    def datagram_received(self, group: str, data: bytes) -> None:
+    def datagram_received(self, group: str, data: bytes, source: object = None) -> None:
         """Validate one datagram and hand it on; malformed ones are counted by reason."""
         result = rtp.parse(data, self._payload_type, self._network.max_datagram_bytes)
         if isinstance(result, rtp.Reject):
-            self.rejected[result.value] += 1
+            self._reject(result, group, source)
             return
         if result.ssrc in self._own_ssrcs:
-            # Our own multicast looped back (IP_MULTICAST_LOOP stays on so boxes on one host work).
+            # Our own multicast looped back (IP_MULTICAST_LOOP stays on so boxes on one host work):
+            # counted, never logged, it is normal.
             self.rejected[rtp.Reject.OWN_PACKET.value] += 1
             return
         self.received += 1
         self._sink(group, result)
+
+    def _reject(self, reason: rtp.Reject, group: str, source: object) -> None:
+        count = self.rejected[reason.value] + 1
+        self.rejected[reason.value] = count
+        # Logged at the 1st, 10th, 100th, ... of each reason: a technician sees that it happens
+        # and how much, and a flood costs a handful of lines, not one per packet.
+        if _is_power_of_ten(count):
+            log.warning("dropped %d %s datagram(s) on talk group %r (latest from %s)",
+                        count, reason.value, group, _format_source(source))
 
     def send(self, group: str, datagram: bytes) -> None:
         """Send one packet to every destination of ``group``; never blocks or raises."""
@@ -132,6 +142,18 @@ class UdpTransport:
             t.close()
         self._tx.clear()
         self._rx.clear()
+
+
+def _is_power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
+
+
+def _format_source(source: object) -> str:
+    if isinstance(source, tuple) and len(source) >= 2:
+        return f"{source[0]}:{source[1]}"
+    return "an unknown source"
 
 
 def _group_socket() -> socket.socket:

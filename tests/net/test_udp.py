@@ -9,6 +9,7 @@ import socket
 import struct
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,7 +108,6 @@ def test_any_datagram_is_counted_or_delivered(data: bytes) -> None:
 
 
 async def test_bind_failure_names_group() -> None:
-    import pytest
 
     from gateway.errors import TransportError
 
@@ -130,3 +130,15 @@ def test_random_flood_never_raises() -> None:
     for _ in range(20000):
         t.datagram_received("ops", rng.randbytes(rng.randrange(0, 200)))
     assert sum(t.rejected.values()) + t.received == 20000
+
+
+def test_rejections_are_logged_sparingly(caplog: pytest.LogCaptureFixture) -> None:
+    t = UdpTransport(NetworkSettings(), [GroupSettings("ops", multicast="239.255.0.1")], 111,
+                     lambda g, p: None)
+    with caplog.at_level("WARNING", logger="gateway.net.udp"):
+        for _ in range(1000):
+            t.datagram_received("ops", b"\x00" * 20, ("10.1.2.3", 999))
+    assert t.rejected["bad_version"] == 1000
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4  # the 1st, 10th, 100th and 1000th
+    assert "dropped 1000 bad_version datagram(s) on talk group 'ops' (latest from 10.1.2.3:999)" in lines
