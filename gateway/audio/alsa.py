@@ -35,7 +35,6 @@ import contextlib
 import errno
 import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +46,7 @@ import numpy as np
 from gateway.audio.bridge import CaptureBridge, Frame, PlaybackQueue
 from gateway.audio.device import DeviceStats
 from gateway.audio.pacing import Pacer
+from gateway.backoff import Backoff
 from gateway.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class AlsaDevice:
         period_s = self.frame_samples / self.rate_hz
         # Both threads share started_at, so capture and playback timelines line up sample for sample.
         pacer = Pacer(period_s, start_at=self.started_at) if self._pace_realtime else None
-        backoff = _Backoff(self._reopen_min_s, self._reopen_max_s)
+        backoff = Backoff(self._reopen_min_s, self._reopen_max_s)
         # A failure streak lasts until the PCM has stayed up for reopen_max_s: a device that opens
         # and fails at once keeps backing off and is logged once, not once per cycle.
         failures = 0
@@ -343,22 +343,3 @@ def _close(pcm: Pcm) -> None:
         pcm.drop()
     with contextlib.suppress(alsaaudio.ALSAAudioError):
         pcm.close()
-
-
-class _Backoff:
-    """Jittered exponential delays from ``min_s`` doubling up to ``max_s``."""
-
-    def __init__(self, min_s: float, max_s: float) -> None:
-        self._min_s = min_s
-        self._max_s = max_s
-        self._attempt = 0
-        self._rng = random.Random()
-
-    def next(self) -> float:
-        base = self._min_s * 2.0 ** min(self._attempt, 30)
-        self._attempt += 1
-        # Jitter keeps ports that failed together (one USB hub unplugged) from retrying in lockstep.
-        return min(self._max_s, max(self._min_s, base * self._rng.uniform(0.75, 1.25)))
-
-    def reset(self) -> None:
-        self._attempt = 0

@@ -19,7 +19,7 @@ import pytest
 import gateway
 from gateway.config import GatewaySettings, MqttSettings
 from gateway.control import client as control
-from gateway.control.client import Backoff, ControlPlane
+from gateway.control.client import ControlPlane
 from gateway.control.topics import PortInfo, Topics, parse_port_state, parse_presence
 from gateway.sim.broker import Mosquitto, free_tcp_port
 from tests.rigs import mqtt as rig
@@ -388,28 +388,3 @@ def test_duplicate_or_unusable_port_names_are_refused() -> None:
         ControlPlane(_settings(1883), GW, [PORTS[0], PORTS[0]])
     with pytest.raises(ValueError):
         ControlPlane(_settings(1883), GW, [PortInfo("a/b", "ptt", (), "")])
-
-
-# -- backoff ------------------------------------------------------------------------------------
-
-
-def test_backoff_doubles_its_ceiling_up_to_the_max_with_jitter() -> None:
-    b = Backoff(1.0, 30.0, random.Random(7))
-    delays = [b.next() for _ in range(8)]
-    ceilings = [2, 4, 8, 16, 30, 30, 30, 30]
-    assert all(1.0 <= d <= c for d, c in zip(delays, ceilings, strict=True)), delays
-    assert len(set(delays)) == len(delays)  # jittered
-    b.reset()
-    assert 1.0 <= b.next() <= 2.0
-
-
-def test_backoff_with_equal_bounds_is_constant() -> None:
-    b = Backoff(0.5, 0.5, random.Random(0))
-    assert [b.next() for _ in range(3)] == [0.5, 0.5, 0.5]
-
-
-def test_backoff_refuses_nonsense() -> None:
-    with pytest.raises(ValueError):
-        Backoff(2.0, 1.0)
-    with pytest.raises(ValueError):
-        Backoff(0.0, 1.0)
