@@ -16,7 +16,7 @@ from gateway.audio.wav import read_wav
 from gateway.config import Config
 from gateway.sim import site
 from gateway.sim.broker import Mosquitto
-from gateway.sim.metrics import Heard, score
+from gateway.sim.metrics import Heard, score_recording
 from tests.rigs.alsa import AlsaRig
 from tests.rigs.mqtt import Collector
 from tests.rigs.voice import SPEECH
@@ -75,11 +75,8 @@ class _Site:
 
     def heard(self) -> Heard:
         heard = self.rig.read_playback("gw_b")
-        shift = round((self.t0(1) - self.t0(0)) * 16000)
-        timeline = np.zeros(len(self.said) + 32000)
-        n = min(len(heard), len(timeline) - shift)
-        timeline[shift: shift + n] = heard[:n]
-        return score(self.said, timeline, 16000, int(LEAD_S * 16000), len(self.clip))
+        return score_recording(self.said, heard, 16000, self.t0(1) - self.t0(0),
+                               int(LEAD_S * 16000), len(self.clip))
 
 
 async def _until(deadline: float) -> None:

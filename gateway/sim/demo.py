@@ -27,7 +27,7 @@ from gateway.app import App, running
 from gateway.audio.wav import read_wav, write_wav
 from gateway.sim import site
 from gateway.sim.broker import Mosquitto
-from gateway.sim.metrics import score
+from gateway.sim.metrics import score_recording
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +171,7 @@ async def run_demo(
         listeners = []
         for i, cfg in enumerate(configs[1:], start=1):
             heard, _ = read_wav(site.output_path(rec_dir, cfg.gateway.id))
-            shift = round((starts[i] - t0) * rate)  # listener's sample 0 on the talker's timeline
-            timeline = _place(heard, shift, len(said) + 2 * rate)
-            result = score(said, timeline, rate, lead, len(clip))
+            result = score_recording(said, heard, rate, starts[i] - t0, lead, len(clip))
             listeners.append(Listener(
                 cfg.gateway.id, site.PORT_NAME, result.delay_ms, result.pesq, result.pesq_mode,
                 counters[i]["packets_received"], counters[i]["packets_lost"],
@@ -186,16 +184,6 @@ async def run_demo(
             wall_seconds=time.monotonic() - started,
         )
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _place(heard: np.ndarray[Any, Any], shift: int, length: int) -> np.ndarray[Any, Any]:
-    """Put a recording that started ``shift`` samples after the talker's on the talker's timeline."""
-    out = np.zeros(max(length, len(heard) + max(shift, 0)), dtype=np.float64)
-    if shift >= 0:
-        out[shift: shift + len(heard)] = heard
-    else:
-        out[: len(heard) + shift] = heard[-shift:]
-    return out
 
 
 async def _sleep_until(deadline: float) -> None:

@@ -88,3 +88,21 @@ def pesq_score(ref: Signal, deg: Signal, rate_hz: int) -> float | None:
         return float(pesq(rate_hz, r, d, mode))
     except Exception:  # pesq raises its own NoUtterancesError etc. on silent input
         return None
+
+
+def score_recording(
+    said: Signal, heard: Signal, rate_hz: int, heard_started_late_s: float, clip_start: int,
+    clip_len: int,
+) -> Heard:
+    """Score a listener's recording against the talker's microphone, each on its own clock.
+
+    ``heard_started_late_s`` is how much later the listener's sample 0 was taken than the talker's
+    (the devices' ``started_at`` difference): the recording is put on the talker's timeline first.
+    """
+    shift = round(heard_started_late_s * rate_hz)
+    timeline = np.zeros(max(len(said) + 2 * rate_hz, len(heard) + max(shift, 0)))
+    if shift >= 0:
+        timeline[shift: shift + len(heard)] = heard
+    else:
+        timeline[: max(0, len(heard) + shift)] = heard[-shift:]
+    return score(said, timeline, rate_hz, clip_start, clip_len)

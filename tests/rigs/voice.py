@@ -16,7 +16,7 @@ import numpy as np
 from gateway.audio.wav import WavDevice, read_wav, write_wav
 from gateway.config import CodecSettings, GroupSettings, NetworkSettings, PortSettings
 from gateway.net.udp import UdpTransport
-from gateway.sim.metrics import Heard, score
+from gateway.sim.metrics import Heard, score_recording
 from gateway.voice.port import Port
 
 SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "speech" / "speech.wav"
@@ -49,11 +49,8 @@ class Rig:
         heard, _ = read_wav(self.out)
         t0 = self.talker.port.device.started_at  # type: ignore[attr-defined]
         t1 = self.listener.port.device.started_at  # type: ignore[attr-defined]
-        shift = round((t1 - t0) * self.rate)
-        timeline = np.zeros(len(self.said) + 2 * self.rate)
-        n = min(len(heard), len(timeline) - shift)
-        timeline[shift: shift + n] = heard[:n]
-        return score(self.said, timeline, self.rate, int(LEAD_S * self.rate), self.clip_len)
+        return score_recording(self.said, heard, self.rate, t1 - t0, int(LEAD_S * self.rate),
+                               self.clip_len)
 
 
 def _free_port(rng: random.Random) -> int:
