@@ -41,10 +41,12 @@ class SiteLayout:
     udp_port: int
 
 
-def pick_layout(gateways: int, rng: random.Random | None = None) -> SiteLayout:
-    """Loopback addresses, a multicast group and a UDP port that is free on all of them."""
+def pick_layout(
+    gateways: int, rng: random.Random | None = None, first_host: int = 11
+) -> SiteLayout:
+    """Loopback addresses (127.0.0.first_host, ...), a multicast group and a UDP port free on all."""
     rng = rng or random.Random()
-    addresses = tuple(f"127.0.0.{11 + i}" for i in range(gateways))
+    addresses = tuple(f"127.0.0.{first_host + i}" for i in range(gateways))
     for _ in range(50):
         port = rng.randrange(20000, 60000, 2)
         if all(_udp_free(a, port) for a in addresses):

@@ -55,7 +55,7 @@ async def test_stream_survives_malformed_datagrams(tmp_path: Path) -> None:
         rounds = 0
         while not stop.is_set():
             for _, data in bad:
-                junk.sendto(data, ("127.0.0.22", rig.group.port))  # unicast socket
+                junk.sendto(data, (rig.listener.address, rig.group.port))  # unicast socket
                 junk.sendto(data, (rig.group.multicast, rig.group.port))  # multicast socket
             rounds += 1
             await asyncio.sleep(0.02)

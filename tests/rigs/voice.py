@@ -16,6 +16,7 @@ import numpy as np
 from gateway.audio.wav import WavDevice, read_wav, write_wav
 from gateway.config import CodecSettings, GroupSettings, NetworkSettings, PortSettings
 from gateway.net.udp import UdpTransport
+from gateway.sim import site
 from gateway.sim.metrics import Heard, score_recording
 from gateway.voice.port import Port
 
@@ -53,20 +54,6 @@ class Rig:
                                self.clip_len)
 
 
-def _free_port(rng: random.Random) -> int:
-    import socket
-
-    for _ in range(100):
-        port = rng.randrange(20000, 60000, 2)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.21", port))
-                return port
-            except OSError:
-                continue
-    raise OSError("no free port")
-
-
 async def make_rig(tmp: Path, codec: CodecSettings | None = None, multicast: bool = True) -> Rig:
     """Talker 127.0.0.21 and listener 127.0.0.22 in group 'ops', started."""
     rng = random.Random()
@@ -75,16 +62,15 @@ async def make_rig(tmp: Path, codec: CodecSettings | None = None, multicast: boo
     said = np.concatenate([np.zeros(lead, np.int16), clip, np.zeros(rate, np.int16)])
     mic = tmp / "mic.wav"
     write_wav(mic, said, rate)
-    port_no = _free_port(rng)
+    layout = site.pick_layout(2, rng, first_host=21)
     group = GroupSettings(
-        "ops", port=port_no,
-        multicast=f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}" if multicast else "",
-        peers=() if multicast else ("127.0.0.21", "127.0.0.22"),
+        "ops", port=layout.udp_port, multicast=layout.multicast if multicast else "",
+        peers=() if multicast else layout.addresses,
     )
     codec = codec or CodecSettings()
     stations = []
     loop = asyncio.get_running_loop()
-    for i, (addr, inp) in enumerate([("127.0.0.21", str(mic)), ("127.0.0.22", "")]):
+    for i, (addr, inp) in enumerate(zip(layout.addresses, (str(mic), ""), strict=True)):
         net = NetworkSettings(bind_address=addr, multicast_interface="127.0.0.1")
         out = tmp / f"out{i}.wav"
         ps = PortSettings(f"p{i}", backend="wav", device_rate_hz=rate, wav_input=inp,
