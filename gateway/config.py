@@ -127,6 +127,42 @@ class GpioSettings:
 
 
 @dataclass(frozen=True)
+class DspSettings:
+    """A port's uplink processing chain (``[ports.NAME.dsp]``), at 16 kHz in this order."""
+
+    highpass_hz: float = 100.0
+    """High-pass cutoff (removes DC, rumble and mains hum); 0 turns the filter off."""
+    noise_suppression: bool = True
+    """Suppress steady and slowly changing background noise (fans, engines, generators)."""
+    ns_max_attenuation_db: float = 20.0
+    """Strength: how far noise-only sound is turned down, 0-40 dB (more sounds drier, less natural)."""
+    agc: bool = True
+    """Bring speech to ``agc_target_dbfs``, with the gain frozen while nobody speaks."""
+    agc_target_dbfs: float = -20.0
+    """Active speech level the AGC aims for (RMS, full-scale sine = 0 dBFS)."""
+    agc_max_gain_db: float = 24.0
+    """Most the AGC will amplify a quiet talker, 0-40 dB."""
+    agc_attack_ms: float = 500.0
+    """How fast the gain comes down when speech gets louder (time constant)."""
+    agc_release_ms: float = 2000.0
+    """How fast the gain goes up when speech gets quieter (time constant)."""
+    vad_threshold: float = 0.45
+    """Voice detector: smoothed log likelihood ratio above which a hop is speech (higher = stricter)."""
+    vad_release: float = 0.2
+    """Voice detector: speech lasts until the ratio falls below this (hysteresis, <= threshold)."""
+    vad_hangover_ms: int = 20
+    """Voice detector: speech is held this long after the ratio falls below ``vad_release``."""
+    vad_hold_ms: int = 600
+    """``talk_mode = "vad"``: the talk gate stays open this long after the last speech (pauses)."""
+    vad_preroll_ms: int = 200
+    """``talk_mode = "vad"``: audio from before the detection sent at the start of a transmission."""
+    limiter: bool = True
+    """Soft limiter at the end of the chain: peaks never clip."""
+    limiter_threshold_dbfs: float = -1.0
+    """Level above which the limiter turns peaks down."""
+
+
+@dataclass(frozen=True)
 class PortSettings:
     """One local audio endpoint: a headset, a speaker/mic, a radio line."""
 
@@ -147,7 +183,9 @@ class PortSettings:
     wav_output: str = ""
     """``wav`` backend: WAV file that records what the port plays."""
     talk_mode: str = "ptt"
-    """``ptt`` (transmit while the button is held) or ``open`` (always transmitting)."""
+    """``ptt`` (transmit while the button is held), ``vad`` (hands-free: transmit while the voice
+    detector hears speech, starting with ``dsp.vad_preroll_ms`` of audio from before it) or ``open``
+    (always transmitting)."""
     groups: tuple[str, ...] = ()
     """Talk groups this port listens to."""
     talk_group: str = ""
@@ -160,6 +198,8 @@ class PortSettings:
     """BCM pin of the LED lit while this port hears someone."""
     playback_buffer_ms: int = 80
     """Most audio queued for the device; older audio is dropped (and counted) past this."""
+    dsp: DspSettings = field(default_factory=DspSettings)
+    """The uplink processing chain (``[ports.NAME.dsp]``)."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +276,24 @@ def from_dict(
     )
     _validate(cfg, where)
     return cfg
+
+
+def load_dsp(path: str | Path, port: str | None = None) -> DspSettings:
+    """DSP settings from a file: a gateway config (``port``'s, default the first port's), a file
+    with a ``[dsp]`` table, or a file holding just the keys of one."""
+    path = Path(path)
+    data = _read_toml(path)
+    where = _Where({}, str(path))
+    if "ports" in data or "gateway" in data:
+        cfg = from_dict(data, default_file=str(path))
+        chosen = [p for p in cfg.ports if port is None or p.name == port]
+        if not chosen:
+            raise where.error(f"ports.{port}" if port else "ports", "no such port in this file")
+        return chosen[0].dsp
+    body, section = (data["dsp"], "dsp") if set(data) == {"dsp"} else (data, "dsp")
+    dsp = _build(DspSettings, body, section, where)
+    _validate_dsp(dsp, section, where)
+    return dsp
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -352,6 +410,8 @@ def _coerce(value: Any, hint: Any, key: str, where: _Where) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise where.error(key, f"must be an array of strings, got {_tname(value)}")
         return tuple(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, where)
     if hint is bool:
         if not isinstance(value, bool):
             raise where.error(key, f"must be true or false, got {_tname(value)}")
@@ -457,8 +517,9 @@ def _validate(cfg: Config, where: _Where) -> None:
         if p.backend == "wav":
             _check(bool(p.wav_input or p.wav_output), where, f"{k}.wav_input",
                    "a wav port needs wav_input, wav_output or both")
-        _check(p.talk_mode in ("ptt", "open"), where, f"{k}.talk_mode",
-               f"must be 'ptt' or 'open', got {p.talk_mode!r}")
+        _check(p.talk_mode in ("ptt", "vad", "open"), where, f"{k}.talk_mode",
+               f"must be 'ptt', 'vad' or 'open', got {p.talk_mode!r}")
+        _validate_dsp(p.dsp, f"{k}.dsp", where)
         for i, gname in enumerate(p.groups):
             _check(gname in group_names, where, f"{k}.groups[{i}]",
                    f"no talk group {gname!r} is defined (have: {', '.join(sorted(group_names))})")
@@ -469,6 +530,32 @@ def _validate(cfg: Config, where: _Where) -> None:
         claim(p.ptt_pin, f"{k}.ptt_pin")
         claim(p.tx_led_pin, f"{k}.tx_led_pin")
         claim(p.rx_led_pin, f"{k}.rx_led_pin")
+
+
+def _validate_dsp(d: DspSettings, k: str, where: _Where) -> None:
+    _check(d.highpass_hz == 0 or 20 <= d.highpass_hz <= 1000, where, f"{k}.highpass_hz",
+           f"must be 0 (off) or 20-1000, got {d.highpass_hz}")
+    _check(0 <= d.ns_max_attenuation_db <= 40, where, f"{k}.ns_max_attenuation_db",
+           f"must be 0-40, got {d.ns_max_attenuation_db}")
+    _check(-40 <= d.agc_target_dbfs <= -3, where, f"{k}.agc_target_dbfs",
+           f"must be -40 to -3, got {d.agc_target_dbfs}")
+    _check(0 <= d.agc_max_gain_db <= 40, where, f"{k}.agc_max_gain_db",
+           f"must be 0-40, got {d.agc_max_gain_db}")
+    for name in ("agc_attack_ms", "agc_release_ms"):
+        value = getattr(d, name)
+        _check(20 <= value <= 60000, where, f"{k}.{name}", f"must be 20-60000, got {value}")
+    _check(0 < d.vad_threshold <= 100, where, f"{k}.vad_threshold",
+           f"must be above 0 and at most 100, got {d.vad_threshold}")
+    _check(0 <= d.vad_release <= d.vad_threshold, where, f"{k}.vad_release",
+           f"must be between 0 and vad_threshold ({d.vad_threshold}), got {d.vad_release}")
+    _check(0 <= d.vad_hangover_ms <= 2000, where, f"{k}.vad_hangover_ms",
+           f"must be 0-2000, got {d.vad_hangover_ms}")
+    _check(0 <= d.vad_hold_ms <= 10000, where, f"{k}.vad_hold_ms",
+           f"must be 0-10000, got {d.vad_hold_ms}")
+    _check(0 <= d.vad_preroll_ms <= 1000, where, f"{k}.vad_preroll_ms",
+           f"must be 0-1000, got {d.vad_preroll_ms}")
+    _check(-20 <= d.limiter_threshold_dbfs <= 0, where, f"{k}.limiter_threshold_dbfs",
+           f"must be -20 to 0, got {d.limiter_threshold_dbfs}")
 
 
 def _is_ipv4(text: str) -> bool:

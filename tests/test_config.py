@@ -14,6 +14,7 @@ from gateway import cli, config
 from gateway.config import (
     CodecSettings,
     Config,
+    DspSettings,
     GatewaySettings,
     GpioSettings,
     GroupSettings,
@@ -124,6 +125,7 @@ def test_example_documents_the_defaults() -> None:
                 "playback_buffer_ms"):
         assert desk[key] == getattr(port, key), key
     assert example["groups"]["ops"]["port"] == GroupSettings(name="x").port
+    assert desk["dsp"] == dataclasses.asdict(DspSettings())
 
 
 # -- conf.d -------------------------------------------------------------------------------------
@@ -237,6 +239,18 @@ ERRORS: list[tuple[str, str, str, str]] = [
      "groups.no spaces", "name must be"),
     ("bad peer", _set('"10.0.0.3:6000"', '"10.0.0.3:99999"'), "groups.maint.peers[1]",
      "'host' or 'host:port'"),
+    ("unknown talk mode", _set("ptt_pin = 17", 'ptt_pin = 17\ntalk_mode = "vox"'),
+     "ports.desk.talk_mode", "'ptt', 'vad' or 'open'"),
+    ("unknown dsp key", BASE + "[ports.desk.dsp]\nnoise = true\n", "ports.desk.dsp.noise",
+     "unknown key"),
+    ("dsp not a table", _set("ptt_pin = 17", "ptt_pin = 17\ndsp = 3"), "ports.desk.dsp",
+     "must be a table"),
+    ("dsp strength out of range", BASE + "[ports.desk.dsp]\nns_max_attenuation_db = 60.0\n",
+     "ports.desk.dsp.ns_max_attenuation_db", "must be 0-40, got 60.0"),
+    ("vad release above threshold", BASE + "[ports.desk.dsp]\nvad_release = 2.0\n",
+     "ports.desk.dsp.vad_release", "must be between 0 and vad_threshold"),
+    ("dsp wrong type", BASE + '[ports.desk.dsp]\nagc = "on"\n', "ports.desk.dsp.agc",
+     "must be true or false, got a string"),
 ]
 
 
@@ -407,3 +421,22 @@ def test_from_dict_reports_the_default_file_without_origins() -> None:
         config.from_dict({"codec": {"frame_ms": 30}}, default_file="inline.toml")
     assert (info.value.path, info.value.key) == ("inline.toml", "codec.frame_ms")
     assert str(info.value) == "inline.toml: codec.frame_ms: must be 10 or 20, got 30"
+
+
+# -- DSP settings files (gateway dsp / gateway vad --port-config) ---------------------------------
+
+
+def test_dsp_settings_from_a_bare_file_a_dsp_table_or_a_gateway_config(tmp_path: Path) -> None:
+    bare = _write(tmp_path, "ns_max_attenuation_db = 12.0\n", "bare.toml")
+    table = _write(tmp_path, "[dsp]\nagc = false\n", "table.toml")
+    full = _write(tmp_path, BASE + "[ports.desk.dsp]\nhighpass_hz = 150.0\n")
+    assert config.load_dsp(bare).ns_max_attenuation_db == 12.0
+    assert config.load_dsp(table).agc is False
+    assert config.load_dsp(full).highpass_hz == 150.0
+    assert config.load_dsp(full, "desk").highpass_hz == 150.0
+    with pytest.raises(ConfigError, match="no such port"):
+        config.load_dsp(full, "radio")
+    bad = _write(tmp_path, "vad_threshold = -1.0\n", "bad.toml")
+    with pytest.raises(ConfigError) as info:
+        config.load_dsp(bad)
+    assert (info.value.path, info.value.key) == (str(bad), "dsp.vad_threshold")

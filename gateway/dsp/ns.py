@@ -1,0 +1,233 @@
+"""Noise suppression at 16 kHz: STFT analysis, a noise estimate that tracks non-stationary noise,
+decision-directed a-priori SNR, an OM-LSA gain with a floor, and overlap-add synthesis.
+
+Framing. Hops of 10 ms (160 samples) analysed with a 256-sample window whose ends are quarter-sine
+tapers 96 samples long and whose middle is flat (the framing WebRTC's suppressor uses). Analysis and
+synthesis use the same window and ``rise² + fall² = 1`` over the 96 overlapping samples, so an
+all-pass gain reconstructs the input exactly, and a sample is final 96 samples (6 ms) after it came
+in: that is all the latency this stage adds. A 20 ms block is two hops, transformed together.
+
+Noise estimate. The speech-presence-probability MMSE estimator of Gerkmann & Hendriks, "Unbiased
+MMSE-Based Noise Power Estimation With Low Complexity and Low Tracking Delay" (IEEE TASLP 20(4),
+2012): a fixed-prior posterior probability of speech per bin, the expected noise power given it,
+and first-order smoothing. Unlike minimum statistics it follows moderately rising noise within a few
+hundred milliseconds instead of 1-2 s, with no bias compensation to tune, and it costs a handful of
+vector operations per hop. After a jump of 10 dB or more (a generator starting) every bin looks like
+speech and the estimate would stall; a minimum-statistics lower bound over ~3 s frees it (all of the
+noise estimate is within 3 dB of the new level 3 s after a 20 dB step).
+
+Gain. Ephraim & Malah's log-spectral-amplitude estimator with Ephraim's decision-directed a-priori
+SNR (weight 0.98, floored), weighted by the conditional speech presence probability as in Cohen's
+OM-LSA (``G = G_LSA^p · G_min^(1-p)``): the floor ``G_min`` is where noise-only bins go, so the
+residual keeps the noise's own colour instead of twittering (musical noise). ``max_attenuation_db``
+is that floor, the port's "strength".
+
+The per-hop a-posteriori and a-priori SNRs are also what :mod:`gateway.dsp.vad` decides on, so the
+detector costs almost nothing beyond this stage: :attr:`NoiseSuppressor.hop_llr` holds, per hop of
+the last block, the log likelihood ratio of speech (Sohn, Kim & Sung, 1999) averaged over each of
+five sub-bands between 200 Hz and 4 kHz, and the highest of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
+
+RATE_HZ = 16000
+HOP = 160
+WINDOW = 256
+OVERLAP = WINDOW - HOP  # 96 samples = 6 ms: the latency of this stage
+BLOCK = 2 * HOP  # samples per call (20 ms)
+BINS = WINDOW // 2 + 1
+
+#: Fixed a-priori SNR assumed under speech presence by the noise estimator (15 dB, as in the paper).
+SPP_PRIOR_SNR = 10 ** (15 / 10)
+#: Noise PSD smoothing per hop (0.8 per 16 ms hop in the paper, rescaled to 10 ms hops).
+NOISE_SMOOTHING = 0.8 ** (HOP / 256)
+#: Decision-directed weight and a-priori SNR floor (-25 dB).
+DD_WEIGHT = 0.98
+XI_MIN = 10 ** (-25 / 10)
+#: Band the speech likelihood is averaged over (bins of 62.5 Hz): 200 Hz to 4 kHz.
+LLR_BAND = slice(3, 65)
+_LLR_BINS = LLR_BAND.stop - LLR_BAND.start
+#: Sub-bands of the likelihood (Hz): a hop's statistic is the best sub-band's mean, so a fricative
+#: that lights up only 2-4 kHz counts as well as a vowel below 1 kHz.
+_EDGES_HZ = (200, 500, 1000, 2000, 3000, 4000)
+_BAND_STARTS = np.array([round(e / 62.5) for e in _EDGES_HZ[:-1]]) - LLR_BAND.start
+_BAND_SCALE = 1.0 / np.diff(np.array([round(e / 62.5) for e in _EDGES_HZ]))
+_SPP_K = SPP_PRIOR_SNR / (1 + SPP_PRIOR_SNR)
+#: Minimum tracking that bounds the estimate from below: smoothing per block, 6 sub-windows of
+#: 480 ms (longer than unbroken speech, or speech would lift the bound: with 1.4 s, a 3 s clip of
+#: dense clean speech lost 0.9 PESQ), and a bias of 0.5: it only has to bring a stagnated estimate
+#: within reach, the estimator does the rest.
+_MIN_SMOOTHING = 0.7
+_MIN_SUB_BLOCKS = 24
+_MIN_SUBWINDOWS = 6
+_MIN_BIAS = 0.5
+#: Blocks (20 ms) whose plain average seeds the noise estimate.
+_WARMUP_BLOCKS = 5
+_E1_C = float(np.exp(-np.euler_gamma))
+
+
+def _window() -> NDArray[np.float64]:
+    n = np.arange(OVERLAP) + 0.5
+    rise = np.sin(np.pi / 2 * n / OVERLAP)
+    fall = np.cos(np.pi / 2 * n / OVERLAP)
+    return np.concatenate([rise, np.ones(HOP - OVERLAP), fall])
+
+
+class NoiseSuppressor:
+    """Per-port noise suppression on 20 ms blocks of float audio at 16 kHz (6 ms latency)."""
+
+    latency_samples = OVERLAP
+
+    def __init__(self, max_attenuation_db: float = 20.0, suppress: bool = True) -> None:
+        self.gain_floor = 10 ** (-max_attenuation_db / 20)
+        self.suppress = suppress
+        """False: analyse only (for the VAD) and pass audio through untouched, with no latency."""
+        self.window = _window()
+        self._history = np.zeros(OVERLAP + BLOCK)  # last OVERLAP inputs, then the new block
+        self._tail = np.zeros(OVERLAP)  # synthesis overlap carried to the next block
+        self._frames = np.empty((2, WINDOW))
+        self._frame_views = sliding_window_view(self._history, WINDOW)[::HOP]
+        self._out = np.zeros(BLOCK, dtype=np.float32)
+        self._noise = np.zeros(BINS)
+        self._prev_clean = np.zeros(BINS)  # |G·Y|² of the previous hop, for decision-directed xi
+        self._gains = np.ones((2, BINS))
+        self._blocks = 0
+        self._smoothed_power = np.zeros(BINS)
+        self._sub_min = np.full(BINS, np.inf)
+        self._sub_mins = np.zeros((_MIN_SUBWINDOWS, BINS))
+        self._sub_index = 0
+        self._sub_count = 0
+        self._window_min = np.zeros(BINS)
+        self._log_floor = float(np.log(self.gain_floor))
+        self.hop_llr = np.zeros(2)
+        """Per hop of the last block: the highest sub-band mean log likelihood ratio of speech."""
+
+    @property
+    def noise_psd(self) -> NDArray[np.float64]:
+        """The current noise power estimate per bin (|X|² units of the unnormalised FFT)."""
+        return self._noise
+
+    def process(self, block: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Take exactly :data:`BLOCK` samples, return the same number (6 ms later when suppressing)."""
+        h = self._history
+        h[OVERLAP:] = block
+        np.multiply(self._frame_views, self.window, out=self._frames)
+        h[:OVERLAP] = h[BLOCK:]
+        spectra = np.fft.rfft(self._frames)
+        power = np.abs(spectra)
+        np.square(power, out=power)
+        power += 1e-10
+        self._analyse(power)
+        if not self.suppress:
+            self._out[:] = block
+            return self._out
+        spectra *= self._gains
+        frames = np.fft.irfft(spectra, WINDOW)
+        frames *= self.window
+        out = self._out
+        out[:OVERLAP] = self._tail + frames[0, :OVERLAP]
+        out[OVERLAP:HOP] = frames[0, OVERLAP:HOP]
+        out[HOP: HOP + OVERLAP] = frames[0, HOP:] + frames[1, :OVERLAP]
+        out[HOP + OVERLAP:] = frames[1, OVERLAP:HOP]
+        self._tail[:] = frames[1, HOP:]
+        return out
+
+    def _floor_from_minimum(self, power: NDArray[np.float64], noise: NDArray[np.float64]) -> None:
+        """Keep the estimate above the recent minimum of the smoothed power (a stagnation fix).
+
+        The presence-probability estimator trusts its own estimate: after a sudden rise of the
+        noise by 10 dB or more (a generator starting) every bin looks like speech and the estimate
+        creeps up slowly. The minimum of the smoothed power over the last ~2.9 s (minimum
+        statistics, Martin 2001, in 6 sub-windows of 480 ms) is a lower bound of the noise that
+        follows such a rise within that time, so the estimate is not allowed below half of it.
+        """
+        smoothed = self._smoothed_power
+        smoothed *= _MIN_SMOOTHING
+        smoothed += (0.5 * (1 - _MIN_SMOOTHING)) * (power[0] + power[1])
+        np.minimum(self._sub_min, smoothed, out=self._sub_min)
+        self._sub_count += 1
+        if self._sub_count == _MIN_SUB_BLOCKS:
+            self._sub_count = 0
+            self._sub_mins[self._sub_index] = self._sub_min
+            self._sub_index = (self._sub_index + 1) % _MIN_SUBWINDOWS
+            self._sub_min[:] = smoothed
+            np.min(self._sub_mins, axis=0, out=self._window_min)
+            self._window_min *= _MIN_BIAS
+        np.maximum(noise, self._window_min, out=noise)
+
+    def _analyse(self, power: NDArray[np.float64]) -> None:
+        """Noise update, a-priori SNR, likelihoods and gains for the block's two hops at once.
+
+        Written for few numpy calls: on 2 x 129 values each call's overhead, not its arithmetic, is
+        the cost, so expressions are fused and work is done in place.
+        """
+        noise = self._noise
+        if self._blocks < _WARMUP_BLOCKS:
+            # Start from the plain average of the first hops: one periodogram is too ragged a start
+            # (bins that began low would read as speech until the stagnation guard freed them).
+            n = 2 * self._blocks
+            noise *= n / (n + 2)
+            noise += (power[0] + power[1]) / (n + 2)
+            self._blocks += 1
+        # Both hops see the noise estimate and the decision-directed history from the start of the
+        # block (10 ms stale for the second hop, a fraction of either's own time constant), which
+        # keeps every step vectorised over the two hops.
+        gamma = power / noise
+        # Noise update (Gerkmann & Hendriks 2012, eqs. 8, 11, 12): speech presence probability with
+        # a fixed 15 dB prior SNR, the expected noise power given it, first-order smoothing. The
+        # paper's stagnation guard (presence capped at 0.99 once it has looked like speech for a
+        # while) is left out: 1 % of a loud vowel in clean speech is 30 dB above the noise, and it
+        # lifted the estimate by 34 dB within 200 ms here. The minimum bound below does that job.
+        spp = np.exp(gamma * -_SPP_K)
+        spp *= 1 + SPP_PRIOR_SNR
+        spp += 1
+        np.reciprocal(spp, out=spp)
+        expected = power - noise
+        expected *= spp
+        np.subtract(power, expected, out=expected)
+        a = NOISE_SMOOTHING
+        noise *= a * a
+        noise += (a * (1 - a)) * expected[0] + (1 - a) * expected[1]
+        self._floor_from_minimum(power, noise)
+        # Decision-directed a-priori SNR xi.
+        xi = gamma - 1
+        np.maximum(xi, 0, out=xi)
+        xi *= 1 - DD_WEIGHT
+        xi += self._prev_clean
+        np.maximum(xi, XI_MIN, out=xi)
+        one_xi = xi + 1
+        ratio = xi / one_xi
+        v = ratio * gamma
+        log_one_xi = np.log(one_xi)
+        llr = v[:, LLR_BAND] - log_one_xi[:, LLR_BAND]
+        bands = np.add.reduceat(llr, _BAND_STARTS, axis=1)
+        bands *= _BAND_SCALE
+        np.max(bands, axis=1, out=self.hop_llr)
+        # LSA gain: log G = log(xi/(1+xi)) + E1(v)/2, with E1(v) ~ exp(-v)·ln(1 + e^-γ/v) (within
+        # 0.5 dB of the exact gain; scipy's exp1 alone costs 50 µs a block here).
+        exp_v = np.exp(-v)
+        log_gain = np.reciprocal(v)
+        log_gain *= _E1_C
+        np.log1p(log_gain, out=log_gain)
+        log_gain *= exp_v
+        log_gain *= 0.5
+        log_gain += np.log(ratio)
+        np.minimum(log_gain, 0.0, out=log_gain)
+        # OM-LSA: speech presence p (prior absence 0.5) weights it against the floor,
+        # G = G_LSA^p · G_min^(1-p), with 1/p = 1 + (1+xi)·exp(-v).
+        exp_v *= one_xi
+        exp_v += 1
+        log_floor = self._log_floor
+        log_gain -= log_floor
+        log_gain /= exp_v
+        log_gain += log_floor
+        gains = np.exp(log_gain, out=self._gains)
+        # The next block's decision-directed term starts from the last hop's clean SNR.
+        last = gains[1]
+        np.multiply(last, last, out=self._prev_clean)
+        self._prev_clean *= gamma[1]
+        self._prev_clean *= DD_WEIGHT

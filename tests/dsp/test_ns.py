@@ -1,0 +1,76 @@
+"""Noise suppression: reconstruction, latency, how much noise goes, how little speech goes, tracking."""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+from gateway.audio.wav import read_wav
+from gateway.dsp.ns import BLOCK, HOP, OVERLAP, NoiseSuppressor, _window
+from tests.rigs.voice import SPEECH
+
+
+def _run(ns: NoiseSuppressor, x: np.ndarray) -> np.ndarray:
+    n = len(x) // BLOCK * BLOCK
+    return np.concatenate([ns.process(x[i: i + BLOCK]).copy() for i in range(0, n, BLOCK)])
+
+
+def _db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
+
+
+def _speech_16k() -> np.ndarray:
+    pcm, rate = read_wav(SPEECH)
+    x = pcm.astype(np.float32) / 32768
+    return soxr.resample(x, rate, 16000).astype(np.float32) if rate != 16000 else x
+
+
+def test_window_reconstructs_exactly() -> None:
+    w = _window()
+    assert len(w) == OVERLAP + HOP
+    np.testing.assert_allclose(w[:OVERLAP] ** 2 + w[HOP:] ** 2, 1.0, atol=1e-12)
+    np.testing.assert_allclose(w[OVERLAP:HOP], 1.0)
+
+
+def test_speech_passes_nearly_untouched_and_6_ms_late() -> None:
+    x = _speech_16k()
+    y = _run(NoiseSuppressor(20.0), x)
+    n = len(y)
+    lag = int(np.argmax(np.correlate(y[:n], x[:n], mode="full")[n - 1: n - 1 + 400]))
+    assert lag == OVERLAP  # 96 samples = 6 ms
+    active = slice(OVERLAP + 4000, n)  # after the estimator has seen the clip's quiet start
+    loss = _db(x[active.start - OVERLAP: n - OVERLAP]) - _db(y[active])
+    assert loss < 1.0
+
+
+def test_white_noise_loses_about_the_configured_strength() -> None:
+    noise = (np.random.default_rng(3).standard_normal(16000 * 3) * 0.03).astype(np.float32)
+    for strength in (10.0, 20.0):
+        y = _run(NoiseSuppressor(strength), noise)
+        settled = slice(16000, None)
+        drop = _db(noise[settled]) - _db(y[settled])
+        assert strength - 1 <= drop <= strength + 4, (strength, drop)
+
+
+def test_silence_in_silence_out() -> None:
+    assert not np.any(_run(NoiseSuppressor(), np.zeros(BLOCK * 20, np.float32)))
+
+
+def test_follows_a_generator_starting() -> None:
+    """A 20 dB step in the noise: the estimate is back within 3 dB of the new level inside 3 s."""
+    rng = np.random.default_rng(4)
+    quiet = rng.standard_normal(16000 * 2) * 0.003
+    loud = rng.standard_normal(16000 * 5) * 0.03
+    ns = NoiseSuppressor()
+    _run(ns, quiet.astype(np.float32))
+    reference = NoiseSuppressor()
+    _run(reference, loud.astype(np.float32))  # what the estimate settles to in the loud noise
+    _run(ns, loud[: 16000 * 3].astype(np.float32))
+    ratio_db = 10 * np.log10(ns.noise_psd[10:120].sum() / reference.noise_psd[10:120].sum())
+    assert abs(ratio_db) < 3, ratio_db
+
+
+def test_suppress_off_passes_audio_through_without_delay() -> None:
+    x = (np.random.default_rng(5).standard_normal(BLOCK * 10) * 0.1).astype(np.float32)
+    y = _run(NoiseSuppressor(suppress=False), x)
+    np.testing.assert_array_equal(y, x)
