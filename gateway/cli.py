@@ -1,4 +1,5 @@
-"""Command line: ``gateway run``, ``gateway demo``, ``gateway config check``.
+"""Command line: ``gateway run``, ``gateway demo``, ``gateway config check``, ``gateway dsp``,
+``gateway vad``.
 
 Exit status: 0 success, 1 the job failed, 2 bad arguments or a bad configuration (the message names
 the file and key).
@@ -43,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gateways", type=int, default=3, help="gateways in the site (2-9)")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
 
+    dsp = sub.add_parser("dsp", help="run a port's uplink chain over a WAV file (for installers)")
+    dsp.add_argument("input", type=Path, metavar="IN.wav", help="16-bit WAV, any rate, mono or stereo")
+    dsp.add_argument("output", type=Path, metavar="OUT.wav", help="processed audio, same rate")
+    _dsp_source_args(dsp)
+
+    vad = sub.add_parser("vad", help="print the voice detector's decision per 10 ms of a WAV file")
+    vad.add_argument("input", type=Path, metavar="IN.wav", help="16-bit WAV, any rate")
+    _dsp_source_args(vad)
+
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = cfg_sub.add_parser("check", help="validate and print the effective configuration")
@@ -50,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"configuration file (default: --config or {config.DEFAULT_PATH})")
     check.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help=argparse.SUPPRESS)
     return parser
+
+
+def _dsp_source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port-config", type=Path, metavar="TOML",
+        help="DSP settings: a gateway config (first port, or --port), a file with a [dsp] table, "
+             "or one holding the keys of [ports.NAME.dsp] (default: the built-in defaults)")
+    parser.add_argument("--port", metavar="NAME", help="which port of a gateway config to use")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.config)
         if args.command == "demo":
             return _demo(args)
+        if args.command in ("dsp", "vad"):
+            return _dsp_file(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -115,6 +135,27 @@ def _demo(args: argparse.Namespace) -> int:
         if args.out:
             print(f"recordings kept in {args.out}")
     return 0 if all(li.delay_ms is not None for li in result.listeners) else EXIT_FAILED
+
+
+def _dsp_file(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from gateway.audio.wav import read_wav, write_wav
+    from gateway.dsp.offline import process_array, vad_array
+
+    settings = (config.load_dsp(args.port_config, args.port) if args.port_config
+                else config.DspSettings())
+    if not args.input.is_file():
+        print(f"gateway: {args.command}: {args.input}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    pcm, rate = read_wav(args.input)
+    x = pcm.astype(np.float32) / np.float32(32768)
+    if args.command == "vad":
+        print(json.dumps({"frame_ms": 10, "speech": vad_array(x, rate, settings)}))
+        return 0
+    y = process_array(x, rate, settings)
+    write_wav(args.output, np.clip(np.round(y * 32768), -32768, 32767).astype(np.int16), rate)
+    return 0
 
 
 def _run_until_signalled(coro: Coroutine[Any, Any, Any]) -> Any:

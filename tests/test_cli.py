@@ -101,3 +101,72 @@ def test_run_with_busy_voice_port_fails_clearly(tmp_path: Path) -> None:
         blocker.close()
     assert proc.returncode == 1, proc.stderr
     assert "talk group 'ops' at 127.0.0.31:47004" in proc.stderr
+
+
+# -- gateway dsp / gateway vad: the offline tools for installers ------------------------------------
+
+
+def _noisy_wav(tmp_path: Path, rate: int) -> Path:
+    import numpy as np
+    import soxr
+
+    from gateway.audio.wav import read_wav, write_wav
+    from tests.rigs.voice import SPEECH
+
+    pcm, clip_rate = read_wav(SPEECH)
+    x = soxr.resample(pcm.astype(np.float64), clip_rate, rate) if rate != clip_rate else pcm
+    x = np.concatenate([np.zeros(rate // 2), x, np.zeros(rate // 2)])
+    x = x + np.random.default_rng(3).standard_normal(len(x)) * 300
+    path = tmp_path / f"noisy-{rate}.wav"
+    write_wav(path, np.clip(x, -32768, 32767).astype(np.int16), rate)
+    return path
+
+
+def _gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_dsp_processes_a_file_at_its_own_rate(tmp_path: Path) -> None:
+    from gateway.audio.wav import read_wav
+
+    src = _noisy_wav(tmp_path, 48000)
+    out = tmp_path / "clean.wav"
+    settings = tmp_path / "dsp.toml"
+    settings.write_text("ns_max_attenuation_db = 25.0\nagc = false\n")
+    done = _gateway("dsp", str(src), str(out), "--port-config", str(settings))
+    assert done.returncode == 0, done.stderr
+    (x, rate_in), (y, rate_out) = read_wav(src), read_wav(out)
+    assert rate_out == rate_in == 48000 and len(y) == len(x)
+    # The half second of noise before the speech comes out much quieter.
+    quiet = slice(4800, 19200)
+    assert (x[quiet].astype(float) ** 2).mean() > 30 * (y[quiet].astype(float) ** 2).mean()
+
+
+def test_vad_prints_one_decision_per_10_ms(tmp_path: Path) -> None:
+    import json
+
+    src = _noisy_wav(tmp_path, 8000)
+    done = _gateway("vad", str(src))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["frame_ms"] == 10
+    from gateway.audio.wav import read_wav
+
+    samples, rate = read_wav(src)
+    speech = result["speech"]
+    assert len(speech) == len(samples) * 100 // rate
+    assert set(speech) == {0, 1}
+    assert sum(speech[:40]) == 0  # the noise-only lead-in
+    assert sum(speech) > 0.3 * len(speech)
+
+
+def test_dsp_tools_reject_bad_input_with_status_2(tmp_path: Path) -> None:
+    missing = _gateway("vad", str(tmp_path / "nope.wav"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("vad_threshold = -1.0\n")
+    src = _noisy_wav(tmp_path, 16000)
+    refused = _gateway("dsp", str(src), str(tmp_path / "o.wav"), "--port-config", str(bad))
+    assert refused.returncode == 2
+    assert f"{bad}: dsp.vad_threshold" in refused.stderr

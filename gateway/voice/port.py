@@ -1,9 +1,16 @@
 """A port: one local audio endpoint with its device, uplink, downlink and talk gate.
 
-Each captured device frame drives one tick, in data-flow order: resample the capture to 16 kHz and
-hand it to the uplink (which sends while the talk gate is open); pull the same duration of mixed
-downlink audio, resample it to the device rate and queue it for playback. Playback therefore runs on
-the device's own clock and never waits for the network.
+Each captured device frame drives one tick, in data-flow order: run the uplink chain (resample to
+16 kHz, high-pass, noise suppression, voice activity, AGC, limiter) and hand the result to the uplink
+(which sends while the talk gate is open); pull the same duration of mixed downlink audio, resample
+it to the device rate and queue it for playback. Playback therefore runs on the device's own clock
+and never waits for the network.
+
+Talk modes: ``ptt`` opens the gate while the button is held, ``open`` keeps it open, and ``vad``
+(hands-free) opens it while the voice detector hears speech and holds it ``vad_hold_ms`` through
+pauses. A hands-free port keeps ``vad_preroll_ms`` of audio in a delay line while its gate is shut, so
+a transmission starts with the syllable that opened it; the audio leaving the line feeds the uplink,
+which keeps the RTP clock on audio time.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from collections.abc import Callable
 from gateway.audio.bridge import CaptureBridge, Frame, PlaybackQueue
 from gateway.audio.device import AudioDevice
 from gateway.config import PROCESSING_RATE_HZ, CodecSettings, NetworkSettings, PortSettings
+from gateway.dsp.chain import UplinkChain
 from gateway.dsp.resample import Resampler
+from gateway.dsp.vad import PreRoll
 from gateway.net.rtp import RtpPacket
 from gateway.voice.downlink import Downlink
 from gateway.voice.uplink import Uplink
@@ -51,7 +60,11 @@ class Port:
             codec, ssrc, self._send_packet, initial_sequence, initial_timestamp
         )
         self.downlink = Downlink(settings.groups, network.jitter_ms)
-        self._to_16k = Resampler(device.rate_hz, PROCESSING_RATE_HZ)
+        self.chain = UplinkChain(settings.dsp, device.rate_hz)
+        dsp = settings.dsp
+        self.preroll = PreRoll(PROCESSING_RATE_HZ * dsp.vad_preroll_ms // 1000)
+        self._hold_blocks = dsp.vad_hold_ms // 20
+        self._hold_left = 0
         self._to_device = Resampler(PROCESSING_RATE_HZ, device.rate_hz)
         self._tick_16k = PROCESSING_RATE_HZ * device.frame_samples // device.rate_hz
         self.playback = PlaybackQueue(device.rate_hz * settings.playback_buffer_ms // 1000)
@@ -100,12 +113,32 @@ class Port:
 
     def tick(self, frame: Frame) -> None:
         """One captured device frame: run the uplink, then queue one frame of playback."""
-        self.uplink.process(self._to_16k.process(frame))
+        audio = self.chain.process(frame)
+        if self.settings.talk_mode == "vad":
+            self._hands_free(audio)
+        else:
+            self.uplink.process(audio)
         heard = self.downlink.pull(self._tick_16k)
         self.playback.write(self._to_device.process(heard))
         if self.downlink.receiving != self._receiving:
             self._receiving = self.downlink.receiving
             self._changed()
+
+    def _hands_free(self, audio: Frame) -> None:
+        """Open the gate on speech (pre-roll first), hold it through pauses, then close it."""
+        if self.chain.block_speech:
+            self._hold_left = self._hold_blocks
+            if not self.uplink.transmitting:
+                self._set_gate(True)
+                self.uplink.process(self.preroll.drain())
+        elif self._hold_left > 0:
+            self._hold_left -= 1
+        elif self.uplink.transmitting:
+            self._set_gate(False)
+        if self.uplink.transmitting:
+            self.uplink.process(audio)
+        else:
+            self.uplink.process(self.preroll.push(audio))
 
     def _send_packet(self, datagram: bytes) -> None:
         self._send(self.talk_group, datagram)

@@ -6,6 +6,8 @@ pins down what the device rate adds (resampling) independently of timing on the 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import soxr
@@ -60,3 +62,44 @@ def test_speech_through_two_ports(rate: int) -> None:
     assert result.delay_ms is not None and result.delay_ms < 75, result
     assert listener.playback.dropped_samples == 0
     assert listener.downlink.totals().packets_lost == 0
+
+
+def test_hands_free_transmission_starts_before_the_detection() -> None:
+    """talk_mode "vad": nothing is sent on noise; when speech opens the gate, what goes out starts
+    with audio from at least 150 ms before the decision (the pre-roll), timestamps continuous."""
+    clip, clip_rate = read_wav(SPEECH)
+    rate = 16000
+    clip = soxr.resample(clip, clip_rate, rate).astype(np.int16) if rate != clip_rate else clip
+    settings = PortSettings("p", backend="wav", device_rate_hz=rate, groups=("ops",),
+                            talk_group="ops", talk_mode="vad")
+    sent: list[rtp.RtpPacket] = []
+
+    def deliver(group: str, datagram: bytes) -> None:
+        packet = rtp.parse(datagram, 111)
+        assert isinstance(packet, rtp.RtpPacket)
+        sent.append(packet)
+
+    talker = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver,
+                  initial_timestamp=0)
+    n = rate // 50
+    lead = n * 75  # 1.5 s of room noise first: the detector must stay shut
+    rng = np.random.default_rng(11)
+    room = (rng.standard_normal(lead + len(clip) + n * 50) * 30).astype(np.int16)
+    said = room.copy()
+    said[lead: lead + len(clip)] += clip
+    decided_at = None
+    for i in range(len(said) // n):
+        talker.tick(said[i * n:(i + 1) * n])
+        if talker.transmitting and decided_at is None:
+            decided_at = (i + 1) * n  # samples captured when the gate opened
+            assert sent, "opening the gate sends the pre-roll at once"
+            first = sent[0]
+    assert decided_at is not None and decided_at > lead, "the detector opened on room noise"
+    assert first.marker
+    starts_at = first.timestamp // 3  # 48 kHz RTP clock -> 16 kHz samples
+    preroll_ms = (decided_at - starts_at) * 1000 / rate
+    assert preroll_ms >= 150, preroll_ms
+    assert starts_at <= lead + n, "the first syllable is in the transmission"
+    timestamps = [p.timestamp for p in sent[:40]]
+    assert all(b - a == 960 for a, b in itertools.pairwise(timestamps))  # continuous, no gap
+    assert not talker.transmitting, "the gate closed after the speech and the hold time"
