@@ -85,6 +85,8 @@ class UplinkChain:
     def process(self, frame: NDArray[np.int16]) -> NDArray[np.int16]:
         """One device frame in; the 16 kHz audio that completed whole blocks out (int16)."""
         fresh = self._resample(frame)
+        if self._fill == 0 and len(fresh) == BLOCK:  # every device rate but 44.1 kHz
+            return self._to_int16(self.run_block(fresh))
         need = self._fill + len(fresh)
         if need > len(self._fifo):
             self._fifo = np.concatenate([self._fifo[: self._fill], np.zeros(need, dtype=np.float32)])
@@ -93,15 +95,19 @@ class UplinkChain:
         blocks = self._fill // BLOCK
         out = np.empty(blocks * BLOCK, dtype=np.int16)
         for b in range(blocks):
-            y = self.run_block(self._fifo[b * BLOCK: (b + 1) * BLOCK])
-            np.multiply(y, 32768.0, out=y)
-            np.clip(y, -32768, 32767, out=y)
-            out[b * BLOCK: (b + 1) * BLOCK] = y
+            out[b * BLOCK: (b + 1) * BLOCK] = self._to_int16(
+                self.run_block(self._fifo[b * BLOCK: (b + 1) * BLOCK]))
         rest = self._fill - blocks * BLOCK
         if blocks and rest:
             self._fifo[:rest] = self._fifo[blocks * BLOCK: self._fill]
         self._fill = rest
         return out
+
+    @staticmethod
+    def _to_int16(y: Block) -> NDArray[np.int16]:
+        y = y * np.float32(32768)
+        np.clip(y, -32768, 32767, out=y)
+        return y.astype(np.int16)
 
     def run_block(self, block: Block) -> Block:
         """Run the 16 kHz stages on one block of :data:`BLOCK` float samples (full scale 1.0)."""

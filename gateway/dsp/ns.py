@@ -1,6 +1,8 @@
 """Noise suppression at 16 kHz: STFT analysis, a noise estimate that tracks non-stationary noise,
 decision-directed a-priori SNR, an OM-LSA gain with a floor, and overlap-add synthesis.
 
+Everything is float32: numpy's exp and log are vectorised for it and twice as fast as for float64.
+
 Framing. Hops of 10 ms (160 samples) analysed with a 256-sample window whose ends are quarter-sine
 tapers 96 samples long and whose middle is flat (the framing WebRTC's suppressor uses). Analysis and
 synthesis use the same window and ``rise² + fall² = 1`` over the 96 overlapping samples, so an
@@ -17,10 +19,11 @@ speech and the estimate would stall; a minimum-statistics lower bound over ~3 s 
 noise estimate is within 3 dB of the new level 3 s after a 20 dB step).
 
 Gain. Ephraim & Malah's log-spectral-amplitude estimator with Ephraim's decision-directed a-priori
-SNR (weight 0.98, floored), weighted by the conditional speech presence probability as in Cohen's
-OM-LSA (``G = G_LSA^p · G_min^(1-p)``): the floor ``G_min`` is where noise-only bins go, so the
-residual keeps the noise's own colour instead of twittering (musical noise). ``max_attenuation_db``
-is that floor, the port's "strength".
+SNR (weight 0.95, floored at strength + 5 dB below 0 dB), weighted by the conditional speech presence
+probability as in Cohen's OM-LSA (``G = G_LSA^p · G_min^(1-p)``, prior odds of absence 1:10), and
+never below ``G_min``: noise-only bins settle at a steady attenuation, so the residual keeps the
+noise's own colour instead of twittering (musical noise). ``max_attenuation_db`` is ``G_min``, the
+port's "strength".
 
 The per-hop a-posteriori and a-priori SNRs are also what :mod:`gateway.dsp.vad` decides on, so the
 detector costs almost nothing beyond this stage: :attr:`NoiseSuppressor.hop_llr` holds, per hop of
@@ -32,6 +35,16 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+try:
+    # numpy >= 2.0 computes FFTs with these gufuncs; np.fft.rfft/irfft wrap them in Python-level
+    # checks that cost as much as the 256-point transform itself (13 µs against 6 here), twice per
+    # block. Same results (a test compares); the public functions remain the fallback.
+    # https://github.com/numpy/numpy/blob/v2.0.0/numpy/fft/_pocketfft.py (_raw_fft)
+    from numpy.fft._pocketfft_umath import irfft as _irfft_gufunc
+    from numpy.fft._pocketfft_umath import rfft_n_even as _rfft_gufunc
+except ImportError:  # pragma: no cover - older or rearranged numpy
+    _rfft_gufunc = _irfft_gufunc = None
 from numpy.typing import NDArray
 
 RATE_HZ = 16000
@@ -45,9 +58,9 @@ BINS = WINDOW // 2 + 1
 SPP_PRIOR_SNR = 10 ** (15 / 10)
 #: Noise PSD smoothing per hop (0.8 per 16 ms hop in the paper, rescaled to 10 ms hops).
 NOISE_SMOOTHING = 0.8 ** (HOP / 256)
-#: Decision-directed weight and a-priori SNR floor (-25 dB).
-DD_WEIGHT = 0.98
-XI_MIN = 10 ** (-25 / 10)
+#: Decision-directed weight. 0.95 rather than the textbook 0.98: onsets come through a hop sooner
+#: (STOI change -0.009 -> -0.006 on the development mixes).
+DD_WEIGHT = 0.95
 #: Band the speech likelihood is averaged over (bins of 62.5 Hz): 200 Hz to 4 kHz.
 LLR_BAND = slice(3, 65)
 _LLR_BINS = LLR_BAND.stop - LLR_BAND.start
@@ -67,7 +80,14 @@ _MIN_SUBWINDOWS = 6
 _MIN_BIAS = 0.5
 #: Blocks (20 ms) whose plain average seeds the noise estimate.
 _WARMUP_BLOCKS = 5
+#: The two hops' weights in the noise update done once per block: a·(1-a) and (1-a).
+_TWO_HOP_WEIGHTS = np.array([NOISE_SMOOTHING * (1 - NOISE_SMOOTHING), 1 - NOISE_SMOOTHING], np.float32)
 _E1_C = float(np.exp(-np.euler_gamma))
+#: OM-LSA prior odds of speech absence q/(1-q), q = 1/11. With 0.5 (even odds) weak speech bins
+#: were pulled towards the floor; this moved the development mixes' STOI change from -0.006 to
+#: -0.002 and their PESQ gain from 0.54 to 0.55.
+_ABSENCE_ODDS = 0.1
+_LOG_ABSENCE_ODDS = float(np.log(_ABSENCE_ODDS))
 
 
 def _window() -> NDArray[np.float64]:
@@ -86,28 +106,35 @@ class NoiseSuppressor:
         self.gain_floor = 10 ** (-max_attenuation_db / 20)
         self.suppress = suppress
         """False: analyse only (for the VAD) and pass audio through untouched, with no latency."""
-        self.window = _window()
-        self._history = np.zeros(OVERLAP + BLOCK)  # last OVERLAP inputs, then the new block
-        self._tail = np.zeros(OVERLAP)  # synthesis overlap carried to the next block
-        self._frames = np.empty((2, WINDOW))
+        f32 = np.float32
+        self.window = _window().astype(f32)
+        self._history = np.zeros(OVERLAP + BLOCK, f32)  # last OVERLAP inputs, then the new block
+        self._tail = np.zeros(OVERLAP, f32)  # synthesis overlap carried to the next block
+        self._frames = np.empty((2, WINDOW), f32)
         self._frame_views = sliding_window_view(self._history, WINDOW)[::HOP]
+        self._spectra = np.empty((2, BINS), np.complex64)
+        self._synth = np.empty((2, WINDOW), f32)
         self._out = np.zeros(BLOCK, dtype=np.float32)
-        self._noise = np.zeros(BINS)
-        self._prev_clean = np.zeros(BINS)  # |G·Y|² of the previous hop, for decision-directed xi
-        self._gains = np.ones((2, BINS))
+        self._noise = np.zeros(BINS, f32)
+        self._prev_clean = np.zeros(BINS, f32)  # DD·|G·Y|²/noise of the last hop, for xi
+        self._gains = np.ones((2, BINS), f32)
         self._blocks = 0
-        self._smoothed_power = np.zeros(BINS)
-        self._sub_min = np.full(BINS, np.inf)
-        self._sub_mins = np.zeros((_MIN_SUBWINDOWS, BINS))
+        self._smoothed_power = np.zeros(BINS, f32)
+        self._sub_min = np.full(BINS, np.inf, f32)
+        self._sub_mins = np.zeros((_MIN_SUBWINDOWS, BINS), f32)
         self._sub_index = 0
         self._sub_count = 0
-        self._window_min = np.zeros(BINS)
+        self._window_min = np.zeros(BINS, f32)
         self._log_floor = float(np.log(self.gain_floor))
+        # The a-priori SNR floor sets how far the LSA gain pulls noise-only bins down; it follows the
+        # strength (-25 dB at the default 20 dB) and the gain floor bounds the result.
+        self._xi_min = 10 ** (-(max_attenuation_db + 5) / 10)
+        self._hop_pair = np.array([0.5 * (1 - _MIN_SMOOTHING)] * 2, f32)
         self.hop_llr = np.zeros(2)
         """Per hop of the last block: the highest sub-band mean log likelihood ratio of speech."""
 
     @property
-    def noise_psd(self) -> NDArray[np.float64]:
+    def noise_psd(self) -> NDArray[np.float32]:
         """The current noise power estimate per bin (|X|² units of the unnormalised FFT)."""
         return self._noise
 
@@ -117,7 +144,11 @@ class NoiseSuppressor:
         h[OVERLAP:] = block
         np.multiply(self._frame_views, self.window, out=self._frames)
         h[:OVERLAP] = h[BLOCK:]
-        spectra = np.fft.rfft(self._frames)
+        spectra = self._spectra
+        if _rfft_gufunc is not None:
+            _rfft_gufunc(self._frames, 1.0, out=spectra)
+        else:  # pragma: no cover
+            spectra[:] = np.fft.rfft(self._frames)
         power = np.abs(spectra)
         np.square(power, out=power)
         power += 1e-10
@@ -126,7 +157,11 @@ class NoiseSuppressor:
             self._out[:] = block
             return self._out
         spectra *= self._gains
-        frames = np.fft.irfft(spectra, WINDOW)
+        frames = self._synth
+        if _irfft_gufunc is not None:
+            _irfft_gufunc(spectra, 1.0 / WINDOW, out=frames)
+        else:  # pragma: no cover
+            frames[:] = np.fft.irfft(spectra, WINDOW)
         frames *= self.window
         out = self._out
         out[:OVERLAP] = self._tail + frames[0, :OVERLAP]
@@ -136,7 +171,7 @@ class NoiseSuppressor:
         self._tail[:] = frames[1, HOP:]
         return out
 
-    def _floor_from_minimum(self, power: NDArray[np.float64], noise: NDArray[np.float64]) -> None:
+    def _floor_from_minimum(self, power: NDArray[np.float32], noise: NDArray[np.float32]) -> None:
         """Keep the estimate above the recent minimum of the smoothed power (a stagnation fix).
 
         The presence-probability estimator trusts its own estimate: after a sudden rise of the
@@ -147,7 +182,7 @@ class NoiseSuppressor:
         """
         smoothed = self._smoothed_power
         smoothed *= _MIN_SMOOTHING
-        smoothed += (0.5 * (1 - _MIN_SMOOTHING)) * (power[0] + power[1])
+        smoothed += np.dot(self._hop_pair, power)
         np.minimum(self._sub_min, smoothed, out=self._sub_min)
         self._sub_count += 1
         if self._sub_count == _MIN_SUB_BLOCKS:
@@ -159,7 +194,7 @@ class NoiseSuppressor:
             self._window_min *= _MIN_BIAS
         np.maximum(noise, self._window_min, out=noise)
 
-    def _analyse(self, power: NDArray[np.float64]) -> None:
+    def _analyse(self, power: NDArray[np.float32]) -> None:
         """Noise update, a-priori SNR, likelihoods and gains for the block's two hops at once.
 
         Written for few numpy calls: on 2 x 129 values each call's overhead, not its arithmetic, is
@@ -189,16 +224,15 @@ class NoiseSuppressor:
         expected = power - noise
         expected *= spp
         np.subtract(power, expected, out=expected)
-        a = NOISE_SMOOTHING
-        noise *= a * a
-        noise += (a * (1 - a)) * expected[0] + (1 - a) * expected[1]
+        noise *= NOISE_SMOOTHING**2
+        noise += np.dot(_TWO_HOP_WEIGHTS, expected)
         self._floor_from_minimum(power, noise)
         # Decision-directed a-priori SNR xi.
         xi = gamma - 1
         np.maximum(xi, 0, out=xi)
         xi *= 1 - DD_WEIGHT
         xi += self._prev_clean
-        np.maximum(xi, XI_MIN, out=xi)
+        np.maximum(xi, self._xi_min, out=xi)
         one_xi = xi + 1
         ratio = xi / one_xi
         v = ratio * gamma
@@ -209,21 +243,22 @@ class NoiseSuppressor:
         np.max(bands, axis=1, out=self.hop_llr)
         # LSA gain: log G = log(xi/(1+xi)) + E1(v)/2, with E1(v) ~ exp(-v)·ln(1 + e^-γ/v) (within
         # 0.5 dB of the exact gain; scipy's exp1 alone costs 50 µs a block here).
-        exp_v = np.exp(-v)
-        log_gain = np.reciprocal(v)
-        log_gain *= _E1_C
+        # exp_v holds q/(1-q)·exp(-v), which the presence below needs; the LSA term divides it out.
+        exp_v = np.exp(np.subtract(_LOG_ABSENCE_ODDS, v))
+        log_gain = np.divide(_E1_C, v)
         np.log1p(log_gain, out=log_gain)
         log_gain *= exp_v
-        log_gain *= 0.5
+        log_gain *= 0.5 / _ABSENCE_ODDS
         log_gain += np.log(ratio)
         np.minimum(log_gain, 0.0, out=log_gain)
-        # OM-LSA: speech presence p (prior absence 0.5) weights it against the floor,
-        # G = G_LSA^p · G_min^(1-p), with 1/p = 1 + (1+xi)·exp(-v).
+        # OM-LSA: speech presence p weights it against the floor, G = G_LSA^p · G_min^(1-p), with
+        # 1/p = 1 + q/(1-q)·(1+xi)·exp(-v).
         exp_v *= one_xi
         exp_v += 1
         log_floor = self._log_floor
         log_gain -= log_floor
         log_gain /= exp_v
+        np.maximum(log_gain, 0.0, out=log_gain)
         log_gain += log_floor
         gains = np.exp(log_gain, out=self._gains)
         # The next block's decision-directed term starts from the last hop's clean SNR.

@@ -51,3 +51,12 @@ def test_silence_stays_silent() -> None:
 def test_rejects_impossible_cutoff(cutoff: float) -> None:
     with pytest.raises(ValueError, match="cutoff"):
         HighPass(cutoff)
+
+
+def test_direct_form_matches_the_biquad_cascade() -> None:
+    from scipy.signal import butter, sosfilt
+
+    x = np.random.default_rng(2).standard_normal(16000 * 5).astype(np.float32)
+    ours = _through(HighPass(100.0), x)
+    reference = sosfilt(butter(4, 100.0, btype="highpass", fs=16000, output="sos"), x)
+    assert np.max(np.abs(ours - reference)) < 1e-5

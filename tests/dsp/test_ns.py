@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soxr
 
 from gateway.audio.wav import read_wav
@@ -43,13 +44,15 @@ def test_speech_passes_nearly_untouched_and_6_ms_late() -> None:
     assert loss < 1.0
 
 
-def test_white_noise_loses_about_the_configured_strength() -> None:
+def test_strength_bounds_how_far_noise_goes_down() -> None:
+    """Steady white noise: never turned down by more than the strength, and by at least 10 dB
+    (or the strength, if lower); in steady noise the estimator itself settles near 15 dB."""
     noise = (np.random.default_rng(3).standard_normal(16000 * 3) * 0.03).astype(np.float32)
-    for strength in (10.0, 20.0):
+    for strength in (0.0, 6.0, 10.0, 20.0, 40.0):
         y = _run(NoiseSuppressor(strength), noise)
-        settled = slice(16000, None)
+        settled = slice(16000, len(y))
         drop = _db(noise[settled]) - _db(y[settled])
-        assert strength - 1 <= drop <= strength + 4, (strength, drop)
+        assert min(strength, 10.0) - 1 <= drop <= strength + 0.5, (strength, drop)
 
 
 def test_silence_in_silence_out() -> None:
@@ -74,3 +77,17 @@ def test_suppress_off_passes_audio_through_without_delay() -> None:
     x = (np.random.default_rng(5).standard_normal(BLOCK * 10) * 0.1).astype(np.float32)
     y = _run(NoiseSuppressor(suppress=False), x)
     np.testing.assert_array_equal(y, x)
+
+
+def test_fft_shortcut_matches_numpy_fft() -> None:
+    from gateway.dsp import ns
+
+    frames = np.random.default_rng(6).standard_normal((2, 256)).astype(np.float32)
+    if ns._rfft_gufunc is None:
+        pytest.skip("this numpy has no FFT gufuncs; the public functions are used")
+    spectra = np.empty((2, 129), np.complex64)
+    ns._rfft_gufunc(frames, 1.0, out=spectra)
+    np.testing.assert_allclose(spectra, np.fft.rfft(frames), rtol=1e-5, atol=1e-4)
+    back = np.empty((2, 256), np.float32)
+    ns._irfft_gufunc(spectra, 1.0 / 256, out=back)
+    np.testing.assert_allclose(back, frames, atol=1e-5)
