@@ -147,9 +147,9 @@ class DspSettings:
     """How fast the gain comes down when speech gets louder (time constant)."""
     agc_release_ms: float = 2000.0
     """How fast the gain goes up when speech gets quieter (time constant)."""
-    vad_threshold: float = 0.45
+    vad_threshold: float = 1.0
     """Voice detector: smoothed log likelihood ratio above which a hop is speech (higher = stricter)."""
-    vad_release: float = 0.2
+    vad_release: float = 0.5
     """Voice detector: speech lasts until the ratio falls below this (hysteresis, <= threshold)."""
     vad_hangover_ms: int = 20
     """Voice detector: speech is held this long after the ratio falls below ``vad_release``."""

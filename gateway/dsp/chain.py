@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from gateway.config import PROCESSING_RATE_HZ, DspSettings
 from gateway.dsp.agc import AutomaticGain
 from gateway.dsp.filters import HighPass
+from gateway.dsp.limiter import SoftLimiter
 from gateway.dsp.ns import BLOCK, NoiseSuppressor
 from gateway.dsp.resample import Resampler
 from gateway.dsp.vad import VoiceActivityDetector
@@ -55,14 +56,9 @@ class UplinkChain:
             )
             if settings.agc else None
         )
-        self.limiter = None
-        if settings.limiter:
-            try:  # TEMPORARY while the limiter lands
-                from gateway.dsp.limiter import SoftLimiter
-
-                self.limiter = SoftLimiter(PROCESSING_RATE_HZ, settings.limiter_threshold_dbfs)
-            except ImportError:
-                pass
+        self.limiter = (
+            SoftLimiter(PROCESSING_RATE_HZ, settings.limiter_threshold_dbfs) if settings.limiter else None
+        )
         self.block_speech = False
         """True when the voice detector called any hop of the last block speech."""
         self._fifo = np.zeros(4 * BLOCK, dtype=np.float32)

@@ -30,8 +30,8 @@ class VoiceActivityDetector:
 
     def __init__(
         self,
-        threshold: float = 0.45,
-        release: float = 0.2,
+        threshold: float = 1.0,
+        release: float = 0.5,
         hangover_ms: int = 20,
         smoothing: float = 0.5,
     ) -> None:

@@ -1,5 +1,6 @@
 """Downlink of one port, in data-flow order: packets -> per-sender jitter buffer -> Opus decode
-(concealment / FEC on loss) -> mix of every sender -> 16 kHz audio for the port to play.
+(concealment / FEC on loss) -> mixer (per-sender gain, priority ducking, limiter) -> 16 kHz audio
+for the port to play.
 
 Mix-minus comes from the SSRCs: a port never receives its own packets. The port pulls exactly one
 tick of audio each time its device delivers a capture frame, so playback runs on the device's clock.
@@ -16,6 +17,7 @@ from gateway.audio.bridge import Frame
 from gateway.codec.jitter import JitterBuffer, Pop
 from gateway.codec.opus import OpusDecoder, packet_samples
 from gateway.config import PROCESSING_RATE_HZ
+from gateway.dsp.mixer import Mixer
 from gateway.errors import CodecError
 from gateway.net.rtp import RtpPacket
 
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: A sender heard from in none of this many consecutive pulls is forgotten (its decoder freed).
 IDLE_PULLS_BEFORE_FORGET = 500
+#: Most talkers mixed into one port at once; beyond that the latest to start are left out (counted).
+MAX_MIXED = 32
 
 
 @dataclass
@@ -121,6 +125,17 @@ class Downlink:
         self.receiving = False
         """True while at least one sender produced audio in the last pull."""
         self.forgotten: dict[int, SenderStats] = {}
+        self.gains: dict[int, float] = {}
+        """Linear gain per sender SSRC (1.0 when absent): a listener turning one talker down."""
+        self.priority: set[int] = set()
+        """SSRCs whose audio ducks everyone else's on this port (priority talkers)."""
+        self.frames_over_capacity = 0
+        """Sender frames left out because more than :data:`MAX_MIXED` talked at once."""
+        self._mixer: Mixer | None = None
+        self._sources = np.zeros((MAX_MIXED, 0), dtype=np.float32)
+        self._remote = np.full(MAX_MIXED, -1, dtype=np.int64)
+        self._gain_row = np.ones(MAX_MIXED, dtype=np.float32)
+        self._priority_row = np.zeros(MAX_MIXED, dtype=bool)
 
     def receive(self, group: str, packet: RtpPacket) -> None:
         """A packet for one of this port's groups."""
@@ -134,20 +149,28 @@ class Downlink:
 
     def pull(self, n: int) -> Frame:
         """The next ``n`` samples of the mix (silence when nobody talks)."""
-        mix = np.zeros(n, dtype=np.int32)
+        if self._mixer is None or self._sources.shape[1] != n:
+            self._mixer = Mixer(1, MAX_MIXED, frame_samples=n)
+            self._sources = np.zeros((MAX_MIXED, n), dtype=np.float32)
         active = 0
         for ssrc, stream in list(self.senders.items()):
             audio = stream.pull(n)
             if audio is not None:
-                mix += audio
+                if active == MAX_MIXED:
+                    self.frames_over_capacity += 1
+                    continue
+                np.multiply(audio, np.float32(1 / 32768), out=self._sources[active])
+                self._gain_row[active] = self.gains.get(ssrc, 1.0)
+                self._priority_row[active] = ssrc in self.priority
                 active += 1
             elif stream.idle_pulls > IDLE_PULLS_BEFORE_FORGET:
                 self.forgotten[ssrc] = stream.stats
                 del self.senders[ssrc]
         self.receiving = active > 0
-        if active > 1:
-            np.clip(mix, -32768, 32767, out=mix)
-        return mix.astype(np.int16)
+        mixed = self._mixer.mix(self._sources[:active], self._remote[:active],
+                                self._gain_row[:active], self._priority_row[:active])[0]
+        out = mixed * np.float32(32768)
+        return out.astype(np.int16)
 
     def totals(self) -> SenderStats:
         """Counters summed over every sender heard (current and forgotten)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gateway.codec.opus import OpusEncoder
 from gateway.net import rtp
@@ -75,3 +76,40 @@ def test_spurt_end_goes_quiet() -> None:
     assert sum(1 for f in played if np.abs(f).max() > 1000) >= 9
     assert not played[-1].any()
     assert not dl.receiving
+
+
+def _band_levels(dl: Downlink, a: list[rtp.RtpPacket], b: list[rtp.RtpPacket]) -> tuple[float, float]:
+    out = []
+    for pa, pb in zip(a, b, strict=True):
+        dl.receive("ops", pa)
+        dl.receive("ops", pb)
+        out.append(dl.pull(320))
+    mix = np.concatenate(out[15:]).astype(float)
+    spectrum = np.abs(np.fft.rfft(mix))
+    freqs = np.fft.rfftfreq(len(mix), 1 / 16000)
+    return tuple(  # type: ignore[return-value]
+        float(spectrum[(freqs > f - 20) & (freqs < f + 20)].max()) for f in (300, 1100))
+
+
+def test_a_sender_turned_down_and_a_priority_talker_ducking_the_rest() -> None:
+    plain = _band_levels(Downlink(("ops",), 40), _packets(1, 40, 300), _packets(2, 40, 1100))
+    quieter = Downlink(("ops",), 40)
+    quieter.gains[2] = 0.5
+    turned = _band_levels(quieter, _packets(1, 40, 300), _packets(2, 40, 1100))
+    assert 20 * np.log10(turned[1] / plain[1]) == pytest.approx(-6.0, abs=0.5)
+    assert 20 * np.log10(turned[0] / plain[0]) == pytest.approx(0.0, abs=0.5)
+    ducking = Downlink(("ops",), 40)
+    ducking.priority.add(1)
+    ducked = _band_levels(ducking, _packets(1, 40, 300), _packets(2, 40, 1100))
+    assert 20 * np.log10(ducked[1] / plain[1]) == pytest.approx(-12.0, abs=1.0)  # the mixer's duck
+    assert 20 * np.log10(ducked[0] / plain[0]) == pytest.approx(0.0, abs=0.5)
+
+
+def test_loud_talkers_together_never_clip() -> None:
+    dl = Downlink(("ops",), 40)
+    loud = [_packets(i, 20, 200 + 150 * i) for i in range(1, 6)]
+    for frame in zip(*loud, strict=True):
+        for p in frame:
+            dl.receive("ops", p)
+        out = dl.pull(320)
+        assert np.max(np.abs(out.astype(int))) < 32767

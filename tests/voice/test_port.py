@@ -103,3 +103,35 @@ def test_hands_free_transmission_starts_before_the_detection() -> None:
     timestamps = [p.timestamp for p in sent[:40]]
     assert all(b - a == 960 for a, b in itertools.pairwise(timestamps))  # continuous, no gap
     assert not talker.transmitting, "the gate closed after the speech and the hold time"
+
+
+def test_hands_free_speech_is_heard_whole() -> None:
+    """A hands-free talker heard by another port: the first syllable arrives (pre-roll), and the
+    delay is the pre-roll's on top of the usual path while that talk spurt lasts."""
+    clip, clip_rate = read_wav(SPEECH)
+    rate = 16000
+    clip = soxr.resample(clip, clip_rate, rate).astype(np.int16) if rate != clip_rate else clip
+    talk = PortSettings("p", backend="wav", device_rate_hz=rate, groups=("ops",),
+                        talk_group="ops", talk_mode="vad")
+    listen = PortSettings("q", backend="wav", device_rate_hz=rate, groups=("ops",))
+
+    def deliver(group: str, datagram: bytes) -> None:
+        packet = rtp.parse(datagram, 111)
+        assert isinstance(packet, rtp.RtpPacket)
+        listener.receive(group, packet)
+
+    listener = Port(listen, CodecSettings(), NetworkSettings(), _Device(rate), 2, lambda g, d: None)
+    talker = Port(talk, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver)
+    n = rate // 50
+    lead = n * 75
+    room = (np.random.default_rng(12).standard_normal(lead + len(clip) + n * 60) * 30).astype(np.int16)
+    said = room.copy()
+    said[lead: lead + len(clip)] += clip
+    heard = []
+    for i in range(len(said) // n):
+        talker.tick(said[i * n:(i + 1) * n])
+        listener.tick(np.zeros(n, np.int16))
+        heard.append(listener.playback.read(n))
+    result = score(said, np.concatenate(heard), rate, lead, len(clip))
+    assert result.pesq is not None and result.pesq >= 3.5, result
+    assert result.delay_ms is not None and 200 <= result.delay_ms < 300, result
