@@ -169,8 +169,8 @@ class Downlink:
         self.receiving = active > 0
         mixed = self._mixer.mix(self._sources[:active], self._remote[:active],
                                 self._gain_row[:active], self._priority_row[:active])[0]
-        out = mixed * np.float32(32768)
-        return out.astype(np.int16)
+        out: Frame = (mixed * np.float32(32768)).astype(np.int16)
+        return out
 
     def totals(self) -> SenderStats:
         """Counters summed over every sender heard (current and forgotten)."""
