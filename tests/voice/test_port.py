@@ -31,6 +31,16 @@ class _Device:
         self.stats = DeviceStats()
 
 
+def _talk(talker: Port, listener: Port, said: np.ndarray, n: int) -> np.ndarray:
+    """Tick both ports frame by frame; what the listener played."""
+    heard = []
+    for i in range(len(said) // n):
+        talker.tick(said[i * n:(i + 1) * n])
+        listener.tick(np.zeros(n, np.int16))
+        heard.append(listener.playback.read(n))
+    return np.concatenate(heard)
+
+
 @pytest.mark.parametrize("rate", [8000, 16000, 32000, 44100, 48000])
 def test_speech_through_two_ports(rate: int) -> None:
     clip, clip_rate = read_wav(SPEECH)
@@ -51,12 +61,7 @@ def test_speech_through_two_ports(rate: int) -> None:
     said = np.concatenate([np.zeros(lead, np.int16), clip, np.zeros(n * 25, np.int16)])
     said = said[: len(said) // n * n]
     talker.set_ptt(True)
-    heard = []
-    for i in range(len(said) // n):
-        talker.tick(said[i * n:(i + 1) * n])
-        listener.tick(np.zeros(n, np.int16))
-        heard.append(listener.playback.read(n))
-    result = score(said, np.concatenate(heard), rate, lead, len(clip))
+    result = score(said, _talk(talker, listener, said, n), rate, lead, len(clip))
     assert result.pesq is not None and result.pesq >= 4.0, result
     # Jitter buffer (40 ms) + one tick of playback + codec and resampler delays, and no more.
     assert result.delay_ms is not None and result.delay_ms < 75, result
@@ -127,11 +132,6 @@ def test_hands_free_speech_is_heard_whole() -> None:
     room = (np.random.default_rng(12).standard_normal(lead + len(clip) + n * 60) * 30).astype(np.int16)
     said = room.copy()
     said[lead: lead + len(clip)] += clip
-    heard = []
-    for i in range(len(said) // n):
-        talker.tick(said[i * n:(i + 1) * n])
-        listener.tick(np.zeros(n, np.int16))
-        heard.append(listener.playback.read(n))
-    result = score(said, np.concatenate(heard), rate, lead, len(clip))
+    result = score(said, _talk(talker, listener, said, n), rate, lead, len(clip))
     assert result.pesq is not None and result.pesq >= 3.5, result
     assert result.delay_ms is not None and 200 <= result.delay_ms < 300, result
