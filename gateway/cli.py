@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, metavar="DIR", help="keep the recordings in DIR")
     demo.add_argument("--gateways", type=int, default=3, help="gateways in the site (2-9)")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.add_argument("--hands-free", action="store_true",
+                      help="the talker's port uses voice detection (talk_mode vad), no button")
 
     dsp = sub.add_parser("dsp", help="run a port's uplink chain over a WAV file (for installers)")
     dsp.add_argument("input", type=Path, metavar="IN.wav", help="16-bit WAV, any rate, mono or stereo")
@@ -125,7 +127,7 @@ def _demo(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     from gateway.sim.demo import format_table, run_demo
 
-    result = _run_until_signalled(run_demo(args.input, args.out, args.gateways))
+    result = _run_until_signalled(run_demo(args.input, args.out, args.gateways, args.hands_free))
     if result is None:  # stopped by SIGTERM; everything it started has been cleaned up
         return 128 + signal.SIGTERM
     if args.json:

@@ -68,6 +68,7 @@ class DemoResult:
     listeners: list[Listener]
     presence_online: int
     wall_seconds: float
+    talk_mode: str = "ptt"
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document."""
@@ -76,6 +77,7 @@ class DemoResult:
             "clip_seconds": round(self.clip_seconds, 3),
             "rate_hz": self.rate_hz,
             "talker": self.talker,
+            "talk_mode": self.talk_mode,
             "packets_sent": self.packets_sent,
             "gateways_online_on_broker": self.presence_online,
             "wall_seconds": round(self.wall_seconds, 2),
@@ -125,9 +127,11 @@ def load_clip(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.int16]], int]:
 
 
 async def run_demo(
-    clip_path: Path | None = None, out_dir: Path | None = None, gateways: int = 3
+    clip_path: Path | None = None, out_dir: Path | None = None, gateways: int = 3,
+    hands_free: bool = False,
 ) -> DemoResult:
-    """Run the simulated site once and score every listener."""
+    """Run the simulated site once and score every listener (``hands_free``: the talker's port
+    is in ``vad`` talk mode and nobody presses a button)."""
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-")))
@@ -147,6 +151,7 @@ async def run_demo(
             site.gateway_config(
                 i, layout, broker.port, str(mic) if i == 0 else "",
                 str(site.output_path(rec_dir, f"gw-{chr(ord('a') + i)}")), rate,
+                talk_mode="vad" if hands_free and i == 0 else "ptt",
             )
             for i in range(gateways)
         ]
@@ -159,11 +164,12 @@ async def run_demo(
             talker = apps[0]
             device = talker.ports[site.PORT_NAME].device
             t0 = getattr(device, "started_at", time.monotonic())
-            await _sleep_until(t0 + LEAD_IN_S / 2)
-            button = factories[0].pin(site.PTT_PIN)
-            button.drive_low()  # press PTT
-            await _sleep_until(t0 + LEAD_IN_S + len(clip) / rate + TAIL_S / 2)
-            button.drive_high()  # release
+            if not hands_free:
+                await _sleep_until(t0 + LEAD_IN_S / 2)
+                button = factories[0].pin(site.PTT_PIN)
+                button.drive_low()  # press PTT
+                await _sleep_until(t0 + LEAD_IN_S + len(clip) / rate + TAIL_S / 2)
+                button.drive_high()  # release
             await _sleep_until(t0 + len(said) / rate + 0.3)
             packets_sent = talker.ports[site.PORT_NAME].uplink.rtp.packets_sent
             counters = [app.counters()["ports"][site.PORT_NAME] for app in apps]
@@ -180,6 +186,7 @@ async def run_demo(
         return DemoResult(
             clip=str(clip_path), clip_seconds=len(clip) / rate, rate_hz=rate,
             talker=f"{configs[0].gateway.id}/{site.PORT_NAME}", packets_sent=packets_sent,
+            talk_mode="vad" if hands_free else "ptt",
             listeners=listeners, presence_online=online,
             wall_seconds=time.monotonic() - started,
         )
@@ -204,8 +211,10 @@ def format_table(result: DemoResult) -> str:
     """The human-readable result."""
     lines = [
         f"clip: {result.clip} ({result.clip_seconds:.1f} s at {result.rate_hz} Hz)",
-        f"talker: {result.talker} (PTT via GPIO {site.PTT_PIN}), "
-        f"{result.packets_sent} packets sent",
+        f"talker: {result.talker} "
+        + (f"(PTT via GPIO {site.PTT_PIN})" if result.talk_mode == "ptt"
+           else "(hands-free: voice detection with 200 ms pre-roll)")
+        + f", {result.packets_sent} packets sent",
         f"broker: {result.presence_online} gateway(s) online",
         "",
         f"{'listener':<14}{'delay_ms':>10}{'pesq':>8}{'mode':>6}{'received':>10}"

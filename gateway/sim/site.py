@@ -74,6 +74,7 @@ def gateway_config(
     site: str = "sim",
     jitter_ms: int = 40,
     frame_ms: int = 20,
+    talk_mode: str = "ptt",
 ) -> Config:
     """The config of gateway ``index`` of the simulated site (ids gw-a, gw-b, ...)."""
     gid = f"gw-{chr(ord('a') + index)}"
@@ -93,7 +94,7 @@ def gateway_config(
         ports=(
             PortSettings(
                 name=PORT_NAME, backend="wav", device_rate_hz=rate_hz, wav_input=wav_input,
-                wav_output=wav_output, talk_mode="ptt", groups=(GROUP,), talk_group=GROUP,
+                wav_output=wav_output, talk_mode=talk_mode, groups=(GROUP,), talk_group=GROUP,
                 ptt_pin=PTT_PIN, tx_led_pin=TX_LED_PIN, rx_led_pin=RX_LED_PIN,
             ),
         ),

@@ -34,6 +34,18 @@ async def test_three_gateways_hear_the_talker(tmp_path: Path) -> None:
     assert result.wall_seconds < 60
 
 
+async def test_hands_free_talker_is_heard_without_a_button(tmp_path: Path) -> None:
+    """The talker's port in talk_mode vad: speech opens it, the first syllable is there (pre-roll),
+    and the 200 ms pre-roll shows as extra delay for that talk spurt."""
+    result = await run_demo(SPEECH, tmp_path, gateways=2, hands_free=True)
+    assert result.talk_mode == "vad"
+    (li,) = result.listeners
+    assert li.pesq is not None and li.pesq >= 3.5, li
+    assert li.delay_ms is not None and 150 < li.delay_ms < 350, li
+    assert li.packets_received == result.packets_sent > 3.0 / 0.020
+    assert li.packets_lost == 0
+
+
 def test_cli_json_contract(tmp_path: Path) -> None:
     clip = tmp_path / "clip.wav"
     clip.write_bytes(SPEECH.read_bytes())
