@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__, config
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, DeviceError, GatewayError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -150,13 +150,27 @@ def _dsp_file(args: argparse.Namespace) -> int:
     if not args.input.is_file():
         print(f"gateway: {args.command}: {args.input}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    pcm, rate = read_wav(args.input)
+    if args.command == "dsp" and not args.output.resolve().parent.is_dir():
+        print(f"gateway: dsp: {args.output}: its folder does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        pcm, rate = read_wav(args.input)
+    except DeviceError as exc:  # not a WAV we can read: a bad argument, not a failed job
+        print(f"gateway: {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if len(pcm) == 0:
+        print(f"gateway: {args.command}: {args.input}: no audio in the file", file=sys.stderr)
+        return EXIT_USAGE
     x = pcm.astype(np.float32) / np.float32(32768)
     if args.command == "vad":
         print(json.dumps({"frame_ms": 10, "speech": vad_array(x, rate, settings)}))
         return 0
     y = process_array(x, rate, settings)
-    write_wav(args.output, np.clip(np.round(y * 32768), -32768, 32767).astype(np.int16), rate)
+    try:
+        write_wav(args.output, np.clip(np.round(y * 32768), -32768, 32767).astype(np.int16), rate)
+    except OSError as exc:
+        print(f"gateway: dsp: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -164,6 +164,13 @@ def test_vad_prints_one_decision_per_10_ms(tmp_path: Path) -> None:
 def test_dsp_tools_reject_bad_input_with_status_2(tmp_path: Path) -> None:
     missing = _gateway("vad", str(tmp_path / "nope.wav"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+    not_wav = tmp_path / "notes.wav"
+    not_wav.write_text("this is not audio")
+    garbage = _gateway("dsp", str(not_wav), str(tmp_path / "o.wav"))
+    assert garbage.returncode == 2 and "cannot read WAV" in garbage.stderr, garbage.stderr
+    assert not (tmp_path / "o.wav").exists()
+    nowhere = _gateway("dsp", str(_noisy_wav(tmp_path, 8000)), str(tmp_path / "no" / "o.wav"))
+    assert nowhere.returncode == 2 and "folder does not exist" in nowhere.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("vad_threshold = -1.0\n")
     src = _noisy_wav(tmp_path, 16000)
