@@ -67,7 +67,6 @@ NOISE_SMOOTHING = 0.8 ** (HOP / 256)
 DD_WEIGHT = 0.9
 #: Band the speech likelihood is averaged over (bins of 62.5 Hz): 200 Hz to 4 kHz.
 LLR_BAND = slice(3, 65)
-_LLR_BINS = LLR_BAND.stop - LLR_BAND.start
 #: Sub-bands of the likelihood (Hz): a hop's statistic is the best sub-band's mean, so a fricative
 #: that lights up only 2-4 kHz counts as well as a vowel below 1 kHz.
 _EDGES_HZ = (200, 500, 1000, 2000, 3000, 4000)
@@ -210,7 +209,7 @@ class NoiseSuppressor:
         noise = self._noise
         if self._blocks < _WARMUP_BLOCKS:
             # Start from the plain average of the first hops: one periodogram is too ragged a start
-            # (bins that began low would read as speech until the stagnation guard freed them).
+            # (bins that began low would read as speech until the minimum bound freed them).
             n = 2 * self._blocks
             noise *= n / (n + 2)
             noise += (power[0] + power[1]) / (n + 2)
