@@ -1,14 +1,15 @@
 """Voice activity: a decision per 10 ms hop, with hangover, and the pre-roll a hands-free gate needs.
 
 The detector decides on the statistic the noise suppressor already computes for every hop: the log
-likelihood ratio of speech, averaged over each of five sub-bands from 200 Hz to 4 kHz (the best sub-
-band counts), under Gaussian speech and noise models with the decision-directed a-priori SNR (Sohn,
-Kim & Sung, "A statistical model-based voice activity detection", IEEE SPL 6(1), 1999), against a
-noise estimate that tracks non-stationary noise. So the decision is relative to the noise that is
-actually there: a generator, pump or fan raises the floor, not the detector's output. The ratio is smoothed with a short recursive average (speech
-persists over hops, noise flukes don't). Speech starts when the smoothed ratio stays above
-``threshold`` for two consecutive hops and lasts until it falls below the lower ``release`` (word
-tails are quieter than their onsets), plus ``hangover_ms``.
+likelihood ratio of speech, averaged over each of five sub-bands from 200 Hz to 4 kHz (the best
+sub-band counts), under Gaussian speech and noise models with the decision-directed a-priori SNR
+(Sohn, Kim & Sung, "A statistical model-based voice activity detection", IEEE SPL 6(1), 1999),
+against a noise estimate that tracks non-stationary noise. So the decision is relative to the noise
+that is actually there: a generator, pump or fan raises the floor, not the detector's output. The
+ratio is smoothed with a short recursive average (speech persists over hops, noise flukes don't).
+Speech starts when the smoothed ratio stays above ``threshold`` for two consecutive hops and lasts
+until it falls below the lower ``release`` (word tails are quieter than their onsets), plus
+``hangover_ms``.
 
 :class:`PreRoll` keeps the last ``preroll_ms`` of uplink audio, so when the detector opens the talk
 gate the transmission starts with the syllable that opened it, not after it.
