@@ -8,9 +8,10 @@ and never waits for the network.
 
 Talk modes: ``ptt`` opens the gate while the button is held, ``open`` keeps it open, and ``vad``
 (hands-free) opens it while the voice detector hears speech and holds it ``vad_hold_ms`` through
-pauses. A hands-free port keeps ``vad_preroll_ms`` of audio in a delay line while its gate is shut, so
-a transmission starts with the syllable that opened it; the audio leaving the line feeds the uplink,
-which keeps the RTP clock on audio time.
+pauses (its button, if it has one, forces it open while held). A hands-free port keeps
+``vad_preroll_ms`` of audio in a delay line while its gate is shut, so a transmission starts with
+the syllable that opened it; the audio leaving the line feeds the uplink, which keeps the RTP clock
+on audio time.
 """
 
 from __future__ import annotations
@@ -125,8 +126,10 @@ class Port:
             self._changed()
 
     def _hands_free(self, audio: Frame) -> None:
-        """Open the gate on speech (pre-roll first), hold it through pauses, then close it."""
-        if self.chain.block_speech:
+        """Open the gate on speech (pre-roll first), hold it through pauses, then close it. A held
+        push-to-talk button keeps it open whatever the detector says (an override for a noisy
+        moment or a quiet talker)."""
+        if self.chain.block_speech or self.ptt_pressed:
             self._hold_left = self._hold_blocks
             if not self.uplink.transmitting:
                 self._set_gate(True)

@@ -172,3 +172,16 @@ def test_hands_free_gate_lets_go_after_a_generator_starts() -> None:
     assert not trace[:100].any()  # nothing before the step
     assert len(opened) and opened[-1] - 2.0 < 5.0, opened[-1:]
     assert not trace[-150:].any()  # the last 3 s: shut
+
+
+def test_push_to_talk_overrides_a_hands_free_port() -> None:
+    """Holding the button on a vad port transmits even in silence, starting with the pre-roll;
+    releasing it hands the gate back to the detector (which closes it after the hold time)."""
+    port = _hands_free_port()
+    silence = np.zeros(16000 * 2, np.int16)
+    assert not _gate_trace(port, silence[:16000]).any()
+    port.set_ptt(True)
+    assert _gate_trace(port, silence[:3200]).all()
+    port.set_ptt(False)
+    after = _gate_trace(port, silence)
+    assert not after[-20:].any()  # shut once the hold time (600 ms) has passed
