@@ -7,6 +7,8 @@ output is shifted by the chain's known latency so it lines up with the input sam
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import soxr
 from numpy.typing import NDArray
@@ -26,16 +28,23 @@ def _to_16k(x: Audio, rate_hz: int) -> Audio:
     return y
 
 
+def _run_blocks(chain: UplinkChain, pcm: Audio, tail: int = 0) -> Iterator[tuple[int, Audio]]:
+    """Feed ``pcm`` plus ``tail`` samples of silence through the chain's block stages, zero-padded
+    to whole blocks; yield each block's start and output."""
+    padded = np.zeros(-(-(len(pcm) + tail) // BLOCK) * BLOCK, dtype=np.float32)
+    padded[: len(pcm)] = pcm
+    for i in range(0, len(padded), BLOCK):
+        yield i, chain.run_block(padded[i: i + BLOCK])
+
+
 def process_array(x: Audio, rate_hz: int, settings: DspSettings) -> Audio:
     """Run the uplink chain (no talk gate) over a whole recording; same rate and length out."""
     chain = UplinkChain(settings, PROCESSING_RATE_HZ)
     pcm = _to_16k(x, rate_hz)
     delay = chain.latency_samples
-    padded = np.zeros(-(-(len(pcm) + delay) // BLOCK) * BLOCK, dtype=np.float32)
-    padded[: len(pcm)] = pcm
-    out = np.empty_like(padded)
-    for i in range(0, len(padded), BLOCK):
-        out[i: i + BLOCK] = chain.run_block(padded[i: i + BLOCK])
+    out = np.empty(-(-(len(pcm) + delay) // BLOCK) * BLOCK, dtype=np.float32)
+    for i, block in _run_blocks(chain, pcm, tail=delay):
+        out[i: i + BLOCK] = block
     y = out[delay: delay + len(pcm)]
     if rate_hz != PROCESSING_RATE_HZ:
         y = soxr.resample(y, PROCESSING_RATE_HZ, rate_hz, quality="VHQ").astype(np.float32)
@@ -47,11 +56,7 @@ def vad_array(x: Audio, rate_hz: int, settings: DspSettings) -> list[int]:
     """The voice detector's decision (0/1) for every whole 10 ms of a recording, without pre-roll."""
     chain = UplinkChain(settings, PROCESSING_RATE_HZ)
     pcm = _to_16k(x, rate_hz)
-    hops = len(pcm) // HOP
-    padded = np.zeros(-(-len(pcm) // BLOCK) * BLOCK, dtype=np.float32)
-    padded[: len(pcm)] = pcm
     decisions: list[int] = []
-    for i in range(0, len(padded), BLOCK):
-        chain.run_block(padded[i: i + BLOCK])
+    for _ in _run_blocks(chain, pcm):
         decisions += [int(d) for d in chain.vad.decisions]
-    return decisions[:hops]
+    return decisions[: len(pcm) // HOP]
