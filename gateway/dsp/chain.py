@@ -61,7 +61,8 @@ class UplinkChain:
             SoftLimiter(PROCESSING_RATE_HZ, settings.limiter_threshold_dbfs) if settings.limiter else None
         )
         self.block_speech = False
-        """True when the voice detector called any hop of the last block speech."""
+        """True when the voice detector called any hop speech in the audio the last call to
+        :meth:`process` returned (or, inside :meth:`run_block`, in the block being processed)."""
         self._fifo = np.zeros(4 * BLOCK, dtype=np.float32)
         self._fill = 0
         self.stages: list[tuple[str, object]] = [("resample", _Stage(self._resample))]
@@ -91,9 +92,12 @@ class UplinkChain:
         self._fill = need
         blocks = self._fill // BLOCK
         out = np.empty(blocks * BLOCK, dtype=np.int16)
+        speech = False  # a call may complete two blocks (or none): speech in any of them counts
         for b in range(blocks):
             out[b * BLOCK: (b + 1) * BLOCK] = self._to_int16(
                 self.run_block(self._fifo[b * BLOCK: (b + 1) * BLOCK]))
+            speech = speech or self.block_speech
+        self.block_speech = speech
         rest = self._fill - blocks * BLOCK
         if blocks and rest:
             self._fifo[:rest] = self._fifo[blocks * BLOCK: self._fill]
