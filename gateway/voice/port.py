@@ -64,7 +64,8 @@ class Port:
         self.chain = UplinkChain(settings.dsp, device.rate_hz)
         dsp = settings.dsp
         self.preroll = PreRoll(PROCESSING_RATE_HZ * dsp.vad_preroll_ms // 1000)
-        self._hold_blocks = dsp.vad_hold_ms // 20
+        # Ticks (one per device frame) the hands-free gate stays open after the last speech.
+        self._hold_ticks = dsp.vad_hold_ms * device.rate_hz // (1000 * device.frame_samples)
         self._hold_left = 0
         self._to_device = Resampler(PROCESSING_RATE_HZ, device.rate_hz)
         self._tick_16k = PROCESSING_RATE_HZ * device.frame_samples // device.rate_hz
@@ -130,7 +131,7 @@ class Port:
         push-to-talk button keeps it open whatever the detector says (an override for a noisy
         moment or a quiet talker)."""
         if self.chain.block_speech or self.ptt_pressed:
-            self._hold_left = self._hold_blocks
+            self._hold_left = self._hold_ticks
             if not self.uplink.transmitting:
                 self._set_gate(True)
                 self.uplink.process(self.preroll.drain())
