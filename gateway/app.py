@@ -14,6 +14,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+import pylibsrtp
+
 from gateway.audio.device import AudioDevice
 from gateway.audio.wav import WavDevice
 from gateway.config import PROCESSING_RATE_HZ, Config, PortSettings
@@ -21,6 +23,8 @@ from gateway.control.client import ControlPlane
 from gateway.control.topics import PortInfo
 from gateway.gpio.panel import Panel, make_pin_factory
 from gateway.net import rtp
+from gateway.net.keys import load_secret
+from gateway.net.srtp import GroupSecurity
 from gateway.net.udp import UdpTransport
 from gateway.system.notify import Notifier
 from gateway.voice.port import Port, port_ssrc
@@ -58,21 +62,28 @@ class App:
     ) -> None:
         self.config = config
         gw = config.gateway
+        # Every group's secret first: a box that can't authenticate a group must not start on it.
+        security = {g.name: GroupSecurity(g.name, load_secret(g.name, g.secret, gw.state_dir))
+                    for g in config.groups}
         self.ports: dict[str, Port] = {}
         for ps in config.ports:
             device = (devices or {}).get(ps.name) or make_device(ps, config.codec.frame_ms)
-            self.ports[ps.name] = Port(
+            # Random starting points (RFC 3550 section 5.1); the SRTP key is fresh per start anyway.
+            first_seq = secrets.randbits(16)
+            port = Port(
                 ps, config.codec, config.network, device,
                 ssrc=port_ssrc(gw.site, gw.id, ps.name),
                 send=self._send,
-                # Random starting points (RFC 3550 section 5.1) so a restart never replays indices.
-                initial_sequence=secrets.randbits(16),
+                initial_sequence=first_seq,
                 initial_timestamp=secrets.randbits(32),
             )
+            self.ports[ps.name] = port
+            security[port.talk_group].add_sender(port.ssrc, first_seq)
         self.transport = UdpTransport(
             config.network, config.groups, config.codec.payload_type, self._on_packet,
-            own_ssrcs={p.ssrc for p in self.ports.values()},
+            security, own_ssrcs={p.ssrc for p in self.ports.values()},
         )
+        self.protect_errors = 0
         self.control: ControlPlane | None = None
         if config.mqtt.enabled:
             self.control = ControlPlane(
@@ -106,6 +117,7 @@ class App:
                 if self.control is not None:
                     tg.create_task(self.control.run(), name="mqtt")
                 tg.create_task(self.notifier.watchdog(self._healthy), name="watchdog")
+                tg.create_task(self.transport.announce_forever(), name="announce")
                 self.notifier.ready()
                 self.notifier.status(self._status())
                 self.ready.set()
@@ -119,8 +131,14 @@ class App:
             self.transport.close()
 
     def _send(self, group: str, datagram: bytes) -> None:
-        """A port's packet: to the network, and straight to this box's other ports in the group."""
-        self.transport.send(group, datagram)
+        """A port's packet: to the network (SRTP), and straight to this box's other ports in the
+        group (they share the box, so no crypto between them)."""
+        try:
+            self.transport.send(group, self.transport.security[group].protect(datagram))
+        except (KeyError, pylibsrtp.Error) as exc:  # a sender not keyed for this group: a bug
+            self.protect_errors += 1
+            if self.protect_errors == 1:
+                log.error("voice packet for %r not sent: cannot protect it (%s)", group, exc)
         listeners = [p for p in self.ports.values() if group in p.settings.groups]
         if len(listeners) > 1:
             packet = rtp.parse(datagram, self.config.codec.payload_type)
@@ -164,6 +182,12 @@ class App:
             "udp_sent": self.transport.sent,
             "udp_send_errors": self.transport.send_errors,
             "udp_rejected": dict(self.transport.rejected),
+            "srtp": {
+                name: {"protected": sec.stats.protected, "unprotected": sec.stats.unprotected,
+                       "announcements_sent": sec.stats.announcements_sent,
+                       "dropped": dict(sec.stats.dropped)}
+                for name, sec in self.transport.security.items()
+            },
             "ports": {},
         }
         for name, port in self.ports.items():

@@ -1,5 +1,5 @@
 """Command line: ``gateway run``, ``gateway demo``, ``gateway config check``, ``gateway dsp``,
-``gateway vad``.
+``gateway vad``, ``gateway keygen``.
 
 Exit status: 0 success, 1 the job failed, 2 bad arguments or a bad configuration (the message names
 the file and key).
@@ -61,7 +61,40 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", type=Path, default=None,
                        help=f"configuration file (default: --config or {config.DEFAULT_PATH})")
     check.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help=argparse.SUPPRESS)
+
+    keygen = sub.add_parser("keygen", help="make a new talk-group secret")
+    keygen.add_argument("--group", metavar="NAME",
+                        help="store it as NAME's secret in the state directory instead of printing it")
+    keygen.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="state directory (default: gateway.state_dir of --config)")
+    keygen.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help=argparse.SUPPRESS)
     return parser
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from gateway.net import keys
+
+    secret = keys.generate_secret()
+    if not args.group:
+        print(secret)
+        return 0
+    if not config.NAME_RE.match(args.group):
+        print(f"gateway: keygen: --group {args.group!r}: not a valid group name", file=sys.stderr)
+        return EXIT_USAGE
+    state_dir = args.state_dir or Path(config.load(args.config).gateway.state_dir)
+    path = keys.secret_path(str(state_dir), args.group)
+    if path.exists():
+        print(f"gateway: keygen: {path} exists; remove it first to replace the group's secret",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        keys.write_secret(str(state_dir), args.group, secret)
+    except OSError as exc:
+        print(f"gateway: keygen: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"wrote {path}: copy this file to the same place on every box of group {args.group!r}",
+          file=sys.stderr)
+    return 0
 
 
 def _dsp_source_args(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command in ("dsp", "vad"):
             return _dsp_file(args)
+        if args.command == "keygen":
+            return _keygen(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE

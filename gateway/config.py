@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.net.keys import check_secret
 
 DEFAULT_PATH = Path("/etc/gateway/gateway.toml")
 
@@ -26,6 +27,8 @@ DEFAULT_PATH = Path("/etc/gateway/gateway.toml")
 PROCESSING_RATE_HZ = 16000
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+NAME_RE = _NAME_RE
+"""Names of the gateway, site, groups and ports (they are parts of MQTT topics and file names)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class GroupSettings:
     """IPv4 multicast address of the group on the LAN; empty = unicast to ``peers`` only."""
     peers: tuple[str, ...] = ()
     """Unicast peers, ``host`` or ``host:port`` (default port = ``port``)."""
+    secret: str = field(default="", repr=False)
+    """The group's shared secret (>= 32 characters, ``gateway keygen``); every voice key of the
+    group derives from it. Empty = read ``<state_dir>/keys/<name>.key``. Never printed or logged."""
 
 
 @dataclass(frozen=True)
@@ -307,6 +313,11 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     if out["mqtt"].get("password"):
         out["mqtt"]["password"] = "********"
     out["groups"] = {g.name: _entry(g) for g in cfg.groups}
+    for g in out["groups"].values():
+        if g["secret"]:
+            g["secret"] = "********"
+        else:
+            del g["secret"]  # read from the state directory at start
     out["ports"] = {p.name: _entry(p) for p in cfg.ports}
     return out
 
@@ -499,6 +510,9 @@ def _validate(cfg: Config, where: _Where) -> None:
                f"must be an IPv4 multicast address (224.0.0.0/4), got {grp.multicast!r}")
         _check(bool(grp.multicast or grp.peers), where, k,
                "needs a multicast address or at least one peer")
+        if grp.secret:
+            problem = check_secret(grp.secret)
+            _check(problem is None, where, f"{k}.secret", problem or "")
         for i, peer in enumerate(grp.peers):
             _check(_peer_ok(peer), where, f"{k}.peers[{i}]",
                    f"must be 'host' or 'host:port', got {peer!r}")

@@ -19,6 +19,7 @@ def _config(tmp_path: Path, broker_port: int) -> Path:
 [gateway]
 id = "desk-1"
 site = "clitest"
+state_dir = "{tmp_path / 'state'}"
 
 [mqtt]
 host = "127.0.0.1"
@@ -50,9 +51,15 @@ def test_run_announces_notifies_and_stops_cleanly(tmp_path: Path, mosquitto: Mos
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(10)
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    cfg = _config(tmp_path, mosquitto.port)
+    made = _gateway("keygen", "--group", "ops", "--config", str(cfg))
+    assert made.returncode == 0, made.stderr
+    key_file = tmp_path / "state" / "keys" / "ops.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert str(key_file) in made.stderr and made.stdout == ""  # the secret is in the file only
     with Collector(mosquitto.port, "gateway/v1/clitest/#") as watch:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(_config(tmp_path, mosquitto.port))],
+            [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
@@ -90,11 +97,44 @@ def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
     assert str(bad) in proc.stderr and "ports.radio.talk_mode" in proc.stderr
 
 
+def test_run_without_a_group_secret_says_how_to_make_one(tmp_path: Path) -> None:
+    proc = _gateway("run", "--config", str(_config(tmp_path, 1)))
+    assert proc.returncode == 2
+    assert "groups.ops.secret" in proc.stderr and "gateway keygen --group ops" in proc.stderr
+    assert str(tmp_path / "state" / "keys" / "ops.key") in proc.stderr
+
+
+def test_keygen_prints_a_fresh_secret_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    a, b = _gateway("keygen"), _gateway("keygen")
+    assert a.returncode == b.returncode == 0
+    assert len(a.stdout.strip()) >= 32 and a.stdout != b.stdout
+    first = _gateway("keygen", "--group", "ops", "--state-dir", str(tmp_path))
+    again = _gateway("keygen", "--group", "ops", "--state-dir", str(tmp_path))
+    assert first.returncode == 0 and again.returncode == 2
+    assert "exists" in again.stderr
+    assert _gateway("keygen", "--group", "no spaces", "--state-dir", str(tmp_path)).returncode == 2
+
+
+def test_config_check_never_prints_a_secret(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, 1)
+    secret = "s3cr3t-" + "x" * 40
+    cfg.write_text(cfg.read_text().replace('peers = ["127.0.0.32"]',
+                                           f'peers = ["127.0.0.32"]\nsecret = "{secret}"'))
+    proc = _gateway("config", "check", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert secret not in proc.stdout and "********" in proc.stdout
+    cfg.write_text(cfg.read_text().replace(secret, "too-short"))
+    short = _gateway("config", "check", str(cfg))
+    assert short.returncode == 2 and "groups.ops.secret: must be at least 32" in short.stderr
+    assert "too-short" not in short.stderr
+
+
 def test_run_with_busy_voice_port_fails_clearly(tmp_path: Path) -> None:
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     blocker.bind(("127.0.0.31", 47004))
     try:
         cfg = _config(tmp_path, 1)  # no broker needed to fail on the socket
+        assert _gateway("keygen", "--group", "ops", "--config", str(cfg)).returncode == 0
         proc = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
                               capture_output=True, text=True, timeout=30)
     finally:

@@ -43,6 +43,25 @@ class RtpPacket:
     payload: bytes
 
 
+def check_header(data: bytes, payload_type: int, max_bytes: int = 1500) -> Reject | None:
+    """The checks that need only the fixed header (which SRTP leaves in the clear): size, version,
+    RTCP and payload type. None when they pass; :func:`parse` runs them and the rest."""
+    n = len(data)
+    if n > max_bytes:
+        return Reject.OVERSIZED
+    if n < 8:
+        return Reject.TRUNCATED
+    if data[0] >> 6 != RTP_VERSION:
+        return Reject.BAD_VERSION
+    if 192 <= data[1] <= 223:
+        return Reject.RTCP
+    if n < MIN_HEADER_BYTES:
+        return Reject.TRUNCATED
+    if data[1] & 0x7F != payload_type:
+        return Reject.UNKNOWN_PAYLOAD_TYPE
+    return None
+
+
 def parse(data: bytes, payload_type: int, max_bytes: int = 1500) -> RtpPacket | Reject:
     """Validate and parse one datagram; anything that isn't a well-formed Opus RTP packet is a Reject."""
     n = len(data)

@@ -2,8 +2,14 @@
 
 For each group the box binds a unicast socket on ``network.bind_address:group.port`` (it sends from
 it and peers send to it) and, when the group has a multicast address, a second socket bound to
-``multicast:port`` joined on ``network.multicast_interface``. Every datagram received is validated by
-:func:`gateway.net.rtp.parse`; anything malformed is dropped and counted by reason, never raised.
+``multicast:port`` joined on ``network.multicast_interface``.
+
+Every datagram is SRTP (or an announcement, :mod:`gateway.net.announce`). A received one passes the
+RTP header check (:func:`gateway.net.rtp.check_header`), then the group's
+:class:`~gateway.net.srtp.GroupSecurity` (announced sender, authentication tag, replay), then the full
+RTP parse of the decrypted packet; anything that fails is dropped and counted by reason, never
+raised, and nothing unauthenticated reaches a port. Announcements go out on the same destinations,
+now and then and whenever the group's security state asks (:meth:`UdpTransport.announce_forever`).
 Sending never blocks: a socket error is counted and the packet is lost, like any other loss.
 """
 
@@ -11,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Callable, Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from gateway.config import GroupSettings, NetworkSettings, parse_peer
 from gateway.errors import TransportError
-from gateway.net import rtp
+from gateway.net import announce, rtp
+from gateway.net.srtp import Drop, GroupSecurity
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +36,12 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 
 PacketSink = Callable[[str, rtp.RtpPacket], None]
 """Receives (group name, packet) for every valid packet from another sender."""
+
+#: Every box announces on each group at least this often (new boxes hear it within a round trip
+#: anyway: a new nonce or an unaccepted sender triggers an answer).
+ANNOUNCE_INTERVAL_S = 2.0
+#: Answers are rate-limited to one per group per this interval.
+ANNOUNCE_MIN_GAP_S = 0.05
 
 
 class _GroupProtocol(asyncio.DatagramProtocol):
@@ -51,10 +66,13 @@ class UdpTransport:
         groups: Iterable[GroupSettings],
         payload_type: int,
         sink: PacketSink,
+        security: Mapping[str, GroupSecurity],
         own_ssrcs: Collection[int] = (),
     ) -> None:
         self._network = network
         self._groups = {g.name: g for g in groups}
+        self.security = dict(security)
+        """Each group's keys; replaced as a whole when a group's secret changes (reload)."""
         self._payload_type = payload_type
         self._sink = sink
         self._own_ssrcs = own_ssrcs
@@ -64,6 +82,7 @@ class UdpTransport:
         self.rejected: collections.Counter[str] = collections.Counter()
         """Dropped datagrams by reason (see :class:`gateway.net.rtp.Reject`)."""
         self.received = 0
+        self._announce_wake = asyncio.Event()
         self.sent = 0
         self.send_errors = 0
         self._last_send_error = ""
@@ -94,20 +113,62 @@ class UdpTransport:
         return transport
 
     def datagram_received(self, group: str, data: bytes, source: object = None) -> None:
-        """Validate one datagram and hand it on; malformed ones are counted by reason."""
-        result = rtp.parse(data, self._payload_type, self._network.max_datagram_bytes)
-        if isinstance(result, rtp.Reject):
-            self._reject(result, group, source)
+        """Authenticate one datagram and hand it on; anything else is counted by reason."""
+        sec = self.security.get(group)
+        if sec is None:
             return
-        if result.ssrc in self._own_ssrcs:
+        if announce.is_announcement(data):
+            refused = sec.on_announcement(data, self._now())
+            if refused is not None:
+                self._reject(refused, group, source)
+            elif sec.want_announce:
+                self._announce_wake.set()
+            return
+        bad = rtp.check_header(data, self._payload_type, self._network.max_datagram_bytes)
+        if bad is not None:
+            self._reject(bad, group, source)
+            return
+        if int.from_bytes(data[8:12], "big") in self._own_ssrcs:
             # Our own multicast looped back (IP_MULTICAST_LOOP stays on so boxes on one host work):
             # counted, never logged, it is normal.
             self.rejected[rtp.Reject.OWN_PACKET.value] += 1
             return
+        plain = sec.unprotect(data, self._now())
+        if isinstance(plain, Drop):
+            self._reject(plain, group, source)
+            return
+        result = rtp.parse(plain, self._payload_type, self._network.max_datagram_bytes)
+        if isinstance(result, rtp.Reject):
+            # Authentic but malformed inside (a member's bug): still never played.
+            self._reject(result, group, source)
+            return
         self.received += 1
         self._sink(group, result)
 
-    def _reject(self, reason: rtp.Reject, group: str, source: object) -> None:
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
+
+    async def announce_forever(self) -> None:
+        """Send each group's announcement every :data:`ANNOUNCE_INTERVAL_S`, and soon after
+        something heard asks for one; runs until cancelled."""
+        last: dict[str, float] = {}
+        while True:
+            now = self._now()
+            wait = ANNOUNCE_INTERVAL_S
+            for name, sec in self.security.items():
+                since = now - last.get(name, -1e9)
+                if since >= ANNOUNCE_INTERVAL_S or (sec.want_announce and since >= ANNOUNCE_MIN_GAP_S):
+                    last[name] = now
+                    self.send(name, sec.announcement(now))
+                    since = 0.0
+                gap = ANNOUNCE_MIN_GAP_S if sec.want_announce else ANNOUNCE_INTERVAL_S
+                wait = min(wait, max(gap - since, 0.001))
+            self._announce_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._announce_wake.wait(), wait)
+
+    def _reject(self, reason: rtp.Reject | Drop | announce.Refused, group: str, source: object) -> None:
         count = self.rejected[reason.value] + 1
         self.rejected[reason.value] = count
         # Logged at the 1st, 10th, 100th, ... of each reason: a technician sees that it happens

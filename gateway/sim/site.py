@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import (
@@ -23,6 +23,7 @@ from gateway.config import (
     NetworkSettings,
     PortSettings,
 )
+from gateway.net.keys import generate_secret
 
 PTT_PIN = 17
 TX_LED_PIN = 22
@@ -39,6 +40,8 @@ class SiteLayout:
     addresses: tuple[str, ...]
     multicast: str
     udp_port: int
+    secret: str = field(default_factory=generate_secret, repr=False)
+    """The talk group's secret, shared by the site's gateways (fresh per run)."""
 
 
 def pick_layout(
@@ -90,7 +93,8 @@ def gateway_config(
             reconnect_max_s=2.0,
         ),
         gpio=GpioSettings(pin_factory="mock", power_led_pin=POWER_LED_PIN),
-        groups=(GroupSettings(name=GROUP, port=layout.udp_port, multicast=layout.multicast),),
+        groups=(GroupSettings(name=GROUP, port=layout.udp_port, multicast=layout.multicast,
+                             secret=layout.secret),),
         ports=(
             PortSettings(
                 name=PORT_NAME, backend="wav", device_rate_hz=rate_hz, wav_input=wav_input,

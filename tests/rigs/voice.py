@@ -15,6 +15,8 @@ import numpy as np
 
 from gateway.audio.wav import WavDevice, read_wav, write_wav
 from gateway.config import CodecSettings, GroupSettings, NetworkSettings, PortSettings
+from gateway.net.keys import generate_secret
+from gateway.net.srtp import GroupSecurity
 from gateway.net.udp import UdpTransport
 from gateway.sim import site
 from gateway.sim.metrics import Heard, score_recording
@@ -31,6 +33,8 @@ class Station:
     port: Port
     transport: UdpTransport
     address: str
+    security: GroupSecurity
+    announcer: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -70,6 +74,7 @@ async def make_rig(tmp: Path, codec: CodecSettings | None = None, multicast: boo
     codec = codec or CodecSettings()
     stations = []
     loop = asyncio.get_running_loop()
+    secret = generate_secret().encode()
     for i, (addr, inp) in enumerate(zip(layout.addresses, (str(mic), ""), strict=True)):
         net = NetworkSettings(bind_address=addr, multicast_interface="127.0.0.1")
         out = tmp / f"out{i}.wav"
@@ -77,14 +82,25 @@ async def make_rig(tmp: Path, codec: CodecSettings | None = None, multicast: boo
                           wav_output=str(out), groups=("ops",), talk_group="ops")
         dev = WavDevice(ps.name, rate, rate * codec.frame_ms // 1000, inp, str(out))
         box: dict[str, UdpTransport] = {}
-        send: Callable[[str, bytes], None] = lambda g, d, b=box: b["t"].send(g, d)  # noqa: E731
-        port = Port(ps, codec, net, dev, ssrc=0x1000 + i, send=send,
-                    initial_sequence=rng.randrange(65536))
-        transport = UdpTransport(net, [group], codec.payload_type, port.receive,
+        sec = GroupSecurity("ops", secret)
+        send: Callable[[str, bytes], None] = (  # noqa: E731
+            lambda g, d, b=box, sec=sec: b["t"].send(g, sec.protect(d)))
+        first_seq = rng.randrange(65536)
+        port = Port(ps, codec, net, dev, ssrc=0x1000 + i, send=send, initial_sequence=first_seq)
+        sec.add_sender(port.ssrc, first_seq)
+        transport = UdpTransport(net, [group], codec.payload_type, port.receive, {"ops": sec},
                                  own_ssrcs={port.ssrc})
         box["t"] = transport
         await transport.start()
-        stations.append(Station(port, transport, addr))
+        stations.append(Station(port, transport, addr, sec))
+    for s in stations:
+        s.announcer = asyncio.create_task(s.transport.announce_forever())
+    # Each side learns the other's key from a fresh announcement within a round trip or two.
+    async with asyncio.timeout(2):
+        # Polls state that datagram callbacks change; no event to wait on.
+        while not (stations[1].security.knows(stations[0].port.ssrc)  # noqa: ASYNC110
+                   and stations[0].security.knows(stations[1].port.ssrc)):
+            await asyncio.sleep(0.005)
     for s in stations:
         s.port.start(loop)
     return Rig(stations[0], stations[1], group, said, rate, len(clip), tmp / "out1.wav")
@@ -100,4 +116,6 @@ async def talk(rig: Rig, press: bool = True) -> None:
     await asyncio.sleep(0.4)
     for s in (rig.talker, rig.listener):
         s.port.stop()
+        if s.announcer is not None:
+            s.announcer.cancel()
         s.transport.close()
