@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import enum
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pylibsrtp
@@ -37,11 +38,13 @@ MAX_SENDERS = 1024
 MAX_RETIRED = 8192
 #: How long a heard nonce is echoed in our announcements.
 ECHO_TTL_S = 30.0
+#: A sender prepares and announces its next epoch this many packets before its sequence number
+#: wraps (10 s at 20 ms frames), so receivers hold the new key when the first packet under it comes.
+ROLLOVER_NOTICE = 500
 #: libsrtp's replay window, in packets (its default is 128).
 REPLAY_WINDOW = 1024
 SRTP_TAG_BYTES = 10
 _MIN_SRTP_BYTES = 12 + 1 + SRTP_TAG_BYTES
-_INDEX_MOD = 1 << 48
 
 
 class Drop(enum.Enum):
@@ -67,6 +70,9 @@ class _Outbound:
     epoch: int
     session: pylibsrtp.Session
     next_index: int
+    """The SRTP index (= sequence number: the ROC stays 0 in an epoch) of the next packet."""
+    following: tuple[int, pylibsrtp.Session] | None = None
+    """The epoch (and session) taken when the sequence number wraps, announced ahead of it."""
 
 
 @dataclass
@@ -76,7 +82,6 @@ class _Inbound:
     session: pylibsrtp.Session
     floor: int
     """Packets whose SRTP index is below this were sent before the announcement: replays."""
-    highest: int
     last_good_s: float
     packets: int = 0
 
@@ -101,16 +106,6 @@ def _policy(key: bytes, ssrc_type: int, ssrc: int = 0) -> pylibsrtp.Policy:
     return policy
 
 
-def _estimate_index(seq: int, ref: int) -> int:
-    """The 48-bit SRTP index of ``seq`` nearest ``ref`` (RFC 3711 section 3.3.1)."""
-    roc = ref >> 16
-    best = (roc << 16) | seq
-    for cand in (((roc - 1) << 16) | seq, ((roc + 1) << 16) | seq):
-        if 0 <= cand < _INDEX_MOD and abs(cand - ref) < abs(best - ref):
-            best = cand
-    return best
-
-
 class GroupSecurity:
     """SRTP sessions and announcement state of one talk group on one box."""
 
@@ -126,17 +121,27 @@ class GroupSecurity:
         self._heard: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self.want_announce = True
         """Set when something we heard needs an answer soon (the announcer clears it)."""
+        self.wake: Callable[[], None] | None = None
+        """Called when we want to announce because of something we did (a new sender, a new epoch)."""
 
     # -- sending ---------------------------------------------------------------------------------
 
     def add_sender(self, ssrc: int, initial_sequence: int, epoch: int | None = None) -> int:
         """Start sending as ``ssrc`` (a fresh epoch unless given); returns the epoch."""
+        epoch, session = self._outbound_session(ssrc, epoch)
+        self._out[ssrc] = _Outbound(epoch, session, initial_sequence & 0xFFFF)
+        self._ask_to_announce()
+        return epoch
+
+    def _outbound_session(self, ssrc: int, epoch: int | None = None) -> tuple[int, pylibsrtp.Session]:
         epoch = keys.new_epoch() if epoch is None else epoch
         key = keys.srtp_key(self._secret, self.group, ssrc, epoch)
-        session = pylibsrtp.Session(_policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
-        self._out[ssrc] = _Outbound(epoch, session, initial_sequence & 0xFFFF)
+        return epoch, pylibsrtp.Session(_policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+
+    def _ask_to_announce(self) -> None:
         self.want_announce = True
-        return epoch
+        if self.wake is not None:
+            self.wake()
 
     def sender_epoch(self, ssrc: int) -> int | None:
         """The epoch a local sender uses now (None if it doesn't send on this group)."""
@@ -144,12 +149,24 @@ class GroupSecurity:
         return out.epoch if out else None
 
     def protect(self, rtp_packet: bytes) -> bytes:
-        """Encrypt and authenticate one of our own RTP packets."""
+        """Encrypt and authenticate one of our own RTP packets (consecutive sequence numbers).
+
+        An epoch never outlives its sequence numbers: when they wrap, the sender moves to the next
+        epoch (a new key, announced ahead), so the SRTP rollover counter is always 0. A receiver
+        that joins late therefore needs no rollover counter, which libsrtp can't be told through
+        pylibsrtp (no ``srtp_set_stream_roc``), and a (key, index) pair can't repeat.
+        """
         ssrc = int.from_bytes(rtp_packet[8:12], "big")
         out = self._out[ssrc]
         seq = int.from_bytes(rtp_packet[2:4], "big")
-        index = _estimate_index(seq, out.next_index)
-        out.next_index = max(out.next_index, index + 1)
+        if seq < out.next_index - 0x8000:  # wrapped
+            out.epoch, out.session = out.following or self._outbound_session(ssrc)
+            out.following = None
+            self._ask_to_announce()
+        out.next_index = seq + 1
+        if seq >= 0x10000 - ROLLOVER_NOTICE and out.following is None:
+            out.following = self._outbound_session(ssrc)
+            self._ask_to_announce()
         self.stats.protected += 1
         return out.session.protect(rtp_packet)
 
@@ -167,11 +184,10 @@ class GroupSecurity:
         streams = self._in.get(ssrc)
         if not streams:
             return self._drop(Drop.UNKNOWN_SENDER)
-        seq = int.from_bytes(data[2:4], "big")
+        seq = int.from_bytes(data[2:4], "big")  # = the SRTP index: the ROC is 0 in every epoch
         reason: Drop | None = None
         for stream in streams:
-            index = _estimate_index(seq, stream.highest)
-            if index < stream.floor:
+            if seq < stream.floor:
                 reason = reason or Drop.REPLAY
                 continue
             try:
@@ -179,7 +195,6 @@ class GroupSecurity:
             except pylibsrtp.Error as exc:
                 reason = reason or _LIBSRTP_REASON.get(str(exc), Drop.MALFORMED)
                 continue
-            stream.highest = max(stream.highest, index)
             stream.last_good_s = now_s
             stream.packets += 1
             if stream is not streams[0]:
@@ -201,12 +216,13 @@ class GroupSecurity:
             if now_s - heard > ECHO_TTL_S:
                 del self._heard[nonce]
         echoes = tuple(reversed(self._heard))[: announce.MAX_ECHOES]
-        senders = tuple(announce.SenderEntry(ssrc, o.epoch, o.next_index)
-                        for ssrc, o in self._out.items())
+        senders = [announce.SenderEntry(ssrc, o.epoch, o.next_index) for ssrc, o in self._out.items()]
+        senders += [announce.SenderEntry(ssrc, o.following[0], 0)
+                    for ssrc, o in self._out.items() if o.following is not None]
         self.want_announce = False
         self.stats.announcements_sent += 1
         return announce.build(self._announce_key, self.group,
-                              announce.Announcement(self.nonce, senders, echoes))
+                              announce.Announcement(self.nonce, tuple(senders), echoes))
 
     def on_announcement(self, data: bytes, now_s: float) -> announce.Refused | None:
         """Take an announcement heard on the group; sets ``want_announce`` when it needs an answer."""
@@ -244,8 +260,7 @@ class GroupSecurity:
     def _accept(self, entry: announce.SenderEntry, now_s: float) -> None:
         key = keys.srtp_key(self._secret, self.group, entry.ssrc, entry.epoch)
         session = pylibsrtp.Session(_policy(key, pylibsrtp.Policy.SSRC_SPECIFIC, entry.ssrc))
-        stream = _Inbound(entry.ssrc, entry.epoch, session, entry.next_index,
-                          max(entry.next_index - 1, 0), now_s)
+        stream = _Inbound(entry.ssrc, entry.epoch, session, entry.next_index, now_s)
         streams = self._in.setdefault(entry.ssrc, [])
         streams.insert(0, stream)
         if len(streams) > EPOCHS_PER_SENDER:

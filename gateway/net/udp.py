@@ -40,6 +40,8 @@ PacketSink = Callable[[str, rtp.RtpPacket], None]
 #: Every box announces on each group at least this often (new boxes hear it within a round trip
 #: anyway: a new nonce or an unaccepted sender triggers an answer).
 ANNOUNCE_INTERVAL_S = 2.0
+#: Receive buffer asked for on every voice socket.
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 #: Answers are rate-limited to one per group per this interval.
 ANNOUNCE_MIN_GAP_S = 0.05
 
@@ -83,6 +85,8 @@ class UdpTransport:
         """Dropped datagrams by reason (see :class:`gateway.net.rtp.Reject`)."""
         self.received = 0
         self._announce_wake = asyncio.Event()
+        for sec in self.security.values():
+            sec.wake = self._announce_wake.set
         self.sent = 0
         self.send_errors = 0
         self._last_send_error = ""
@@ -227,6 +231,9 @@ def _group_socket() -> socket.socket:
     # Without this, Linux also delivers to a wildcard-bound socket the multicast of groups that
     # any other socket joined (ip(7), IP_MULTICAST_ALL), duplicating every packet.
     sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    # Room for a burst (or a flood of garbage) while the loop is busy: ~1 s of 20,000 small
+    # datagrams. The kernel caps it at net.core.rmem_max (and doubles what it grants, socket(7)).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
     return sock
 
 
