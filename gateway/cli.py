@@ -1,5 +1,5 @@
 """Command line: ``gateway run``, ``gateway demo``, ``gateway config check``, ``gateway dsp``,
-``gateway vad``, ``gateway keygen``.
+``gateway vad``, ``gateway keygen``, ``gateway sdp``.
 
 Exit status: 0 success, 1 the job failed, 2 bad arguments or a bad configuration (the message names
 the file and key).
@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"configuration file (default: --config or {config.DEFAULT_PATH})")
     check.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help=argparse.SUPPRESS)
 
+    sdp = sub.add_parser("sdp", help="print an SDP so a standard player (ffplay) can listen in")
+    sdp.add_argument("--group", required=True, metavar="NAME", help="the talk group")
+    sdp.add_argument("--sender", metavar="GATEWAY/PORT",
+                     help="which sender (gateway id/port name, or SSRC in hex) if several announce")
+    sdp.add_argument("--address", metavar="IP",
+                     help="where the player receives (default: the group's multicast address)")
+    sdp.add_argument("--wait-s", type=float, default=2.0, help="how long to listen for senders")
+    sdp.add_argument("--config", type=Path, default=config.DEFAULT_PATH,
+                     help=f"configuration file (default {config.DEFAULT_PATH})")
+
     keygen = sub.add_parser("keygen", help="make a new talk-group secret")
     keygen.add_argument("--group", metavar="NAME",
                         help="store it as NAME's secret in the state directory instead of printing it")
@@ -69,6 +79,48 @@ def build_parser() -> argparse.ArgumentParser:
                         help="state directory (default: gateway.state_dir of --config)")
     keygen.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help=argparse.SUPPRESS)
     return parser
+
+
+def _sdp(args: argparse.Namespace) -> int:
+    from gateway.net.sdp import build_sdp, discover_senders
+    from gateway.voice.port import port_ssrc
+
+    cfg = config.load(args.config)
+    names = [g.name for g in cfg.groups]
+    if args.group not in names:
+        print(f"gateway: sdp: no talk group {args.group!r} (have: {', '.join(names)})", file=sys.stderr)
+        return EXIT_USAGE
+    group = cfg.group(args.group)
+    address = args.address or group.multicast
+    if not address:
+        print(f"gateway: sdp: group {args.group!r} has no multicast address: add the player's host "
+              "to its peers and pass --address with that host's IP", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0.1 <= args.wait_s <= 60:
+        print("gateway: sdp: --wait-s must be 0.1-60", file=sys.stderr)
+        return EXIT_USAGE
+    wanted: int | None = None
+    if args.sender:
+        gw, _, port = args.sender.partition("/")
+        try:
+            wanted = int(args.sender, 16) if not port else port_ssrc(cfg.gateway.site, gw, port)
+        except ValueError:
+            print(f"gateway: sdp: --sender {args.sender!r}: use GATEWAY/PORT or a hex SSRC",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    found = _run_until_signalled(discover_senders(cfg, args.group, args.wait_s)) or []
+    chosen = [s for s in found if wanted is None or s.ssrc == wanted]
+    if len(chosen) != 1:
+        what = "the sender asked for" if wanted is not None else "one sender"
+        heard = ", ".join(f"{s.ssrc:#010x}" for s in found) or "none"
+        print(f"gateway: sdp: need {what} on group {args.group!r}, heard: {heard}"
+              + (" (pick one with --sender)" if len(chosen) > 1 else ""), file=sys.stderr)
+        return EXIT_FAILED if not chosen else EXIT_USAGE
+    sys.stdout.write(build_sdp(group, chosen[0], cfg.codec.payload_type, cfg.codec.frame_ms, address,
+                               cfg.network.multicast_ttl, cfg.gateway.site))
+    print("gateway: sdp: the key in this SDP decrypts (and could forge) this sender's voice until "
+          "it restarts: keep the file private", file=sys.stderr)
+    return 0
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -124,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dsp_file(args)
         if args.command == "keygen":
             return _keygen(args)
+        if args.command == "sdp":
+            return _sdp(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE

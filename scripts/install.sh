@@ -13,6 +13,9 @@ packages=(
   espeak-ng                                                    # speech for the demo when no clip is found
   iproute2 dbus                                                # network namespaces, D-Bus for tests
 )
+if [[ $extra == test ]]; then
+  packages+=(ffmpeg iptables)  # a standard player for the exported SDP; loss in namespace tests
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -176,6 +176,21 @@ class GroupSecurity:
         """True if an announced sender uses ``ssrc``."""
         return ssrc in self._in
 
+    def senders(self) -> list[tuple[int, int]]:
+        """(SSRC, epoch) of every accepted sender, its newest epoch only."""
+        return [(ssrc, max(streams, key=lambda s: s.last_good_s).epoch)
+                for ssrc, streams in self._in.items()]
+
+    def export_key(self, ssrc: int, epoch: int) -> bytes:
+        """The SRTP master key + salt of an accepted sender, for a monitoring player's SDP.
+
+        Whoever holds it can decrypt that sender's epoch, and forge packets as that sender: it is
+        handed only to a local operator (``gateway sdp``), never sent anywhere.
+        """
+        if not any(s.epoch == epoch for s in self._in.get(ssrc, [])):
+            raise KeyError(f"no accepted sender {ssrc:#010x} in epoch {epoch:#x}")
+        return keys.srtp_key(self._secret, self.group, ssrc, epoch)
+
     def unprotect(self, data: bytes, now_s: float) -> bytes | Drop:
         """The plain RTP packet, or why ``data`` must not be played."""
         if len(data) < _MIN_SRTP_BYTES or data[0] >> 6 != 2:

@@ -1,0 +1,161 @@
+"""`gateway sdp`: a standard player (ffmpeg) decodes a talker from the SDP the command prints.
+
+Everything runs in a network namespace this test creates (loopback with a multicast route), so
+the group's multicast stays off every real interface: a `gateway run` talker with an always-open
+WAV port, `gateway sdp` as a silent member, and ffmpeg reading the SDP and writing a WAV.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.audio.wav import read_wav, write_wav
+from gateway.config import GroupSettings
+from gateway.net import keys
+from gateway.net.sdp import SenderKey, build_sdp
+from gateway.sim.metrics import pesq_score
+from tests.rigs.voice import SPEECH
+
+REPO = Path(__file__).resolve().parents[2]
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
+                                reason="network namespaces need root and iproute2")
+
+
+def test_sdp_text_names_the_stream_and_key() -> None:
+    group = GroupSettings("ops", port=5004, multicast="239.255.10.1")
+    text = build_sdp(group, SenderKey(0x1234ABCD, 7, bytes(range(30))), 111, 20, "239.255.10.1",
+                     ttl=1, site="plant")
+    lines = text.split("\r\n")
+    assert lines[0] == "v=0" and text.endswith("\r\n")
+    assert "c=IN IP4 239.255.10.1/1" in lines
+    assert "m=audio 5004 RTP/SAVP 111" in lines
+    assert "a=rtpmap:111 opus/48000/2" in lines
+    assert "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd" in lines
+    assert "a=ssrc:305441741" in lines
+    unicast = build_sdp(group, SenderKey(1, 1, bytes(30)), 111, 10, "10.0.0.5")
+    assert "c=IN IP4 10.0.0.5" in unicast and "a=ptime:10" in unicast
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"gwsdp-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for cmd in (["ip", "link", "set", "lo", "up", "multicast", "on"],
+                    ["ip", "route", "add", "224.0.0.0/4", "dev", "lo"]):
+            subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _config(path: Path, gateway_id: str, address: str, secret: str, mic: Path | None) -> Path:
+    port = "" if mic is None else f"""
+[ports.radio]
+backend = "wav"
+device_rate_hz = 16000
+wav_input = "{mic}"
+wav_output = "{path.parent / (gateway_id + '-heard.wav')}"
+talk_mode = "open"
+groups = ["ops"]
+"""
+    path.write_text(f"""
+[gateway]
+id = "{gateway_id}"
+site = "sdptest"
+state_dir = "{path.parent}"
+
+[mqtt]
+enabled = false
+
+[gpio]
+pin_factory = "mock"
+
+[network]
+bind_address = "{address}"
+multicast_interface = "{address}"
+
+[groups.ops]
+port = 5004
+multicast = "239.255.77.1"
+secret = "{secret}"
+{port}""")
+    return path
+
+
+@needs_root
+@pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg is installed by scripts/install.sh test")
+def test_ffmpeg_decodes_a_talker_from_the_exported_sdp(tmp_path: Path, netns: str) -> None:
+    clip, rate = read_wav(SPEECH)
+    assert rate == 16000
+    gap = np.zeros(rate // 2, np.int16)
+    write_wav(tmp_path / "mic.wav", np.concatenate([gap, *[np.concatenate([clip, gap])] * 8]), rate)
+    secret = keys.generate_secret()
+    talker_cfg = _config(tmp_path / "talker.toml", "talker", "127.0.0.1", secret, tmp_path / "mic.wav")
+    monitor_cfg = _config(tmp_path / "monitor.toml", "monitor", "127.0.0.2", secret, None)
+    inns = ["ip", "netns", "exec", netns]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    talker = subprocess.Popen([*inns, sys.executable, "-m", "gateway", "run", "--config",
+                               str(talker_cfg)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        sdp = subprocess.run([*inns, sys.executable, "-m", "gateway", "sdp", "--group", "ops",
+                              "--sender", "talker/radio", "--config", str(monitor_cfg)],
+                             env=env, capture_output=True, text=True, timeout=30)
+        assert sdp.returncode == 0, sdp.stderr
+        assert "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in sdp.stdout
+        assert secret not in sdp.stdout
+        (tmp_path / "ops.sdp").write_text(sdp.stdout)
+        heard_path = tmp_path / "ffmpeg.wav"
+        player = subprocess.run(
+            [*inns, "ffmpeg", "-hide_banner", "-loglevel", "error", "-protocol_whitelist",
+             "file,udp,rtp", "-i", str(tmp_path / "ops.sdp"), "-t", "6", "-ar", "16000", "-ac", "1",
+             "-y", str(heard_path)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert player.returncode == 0, player.stderr
+    finally:
+        talker.terminate()
+        talker.communicate(timeout=20)
+    heard, heard_rate = read_wav(heard_path)
+    assert heard_rate == 16000 and len(heard) >= 4 * rate
+    # Find one whole repetition of the clip in what ffmpeg decoded and score it.
+    x = heard.astype(np.float64)
+    ref = clip.astype(np.float64)
+    n = len(x) + len(ref)
+    corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)[: len(x) - len(ref)]
+    lag = int(np.argmax(corr))
+    # Scored with 250 ms of the silence around it (see gateway.sim.metrics.score for why).
+    pad = rate // 4
+    assert pad <= lag <= len(x) - len(ref) - pad, "no whole repetition with context in the recording"
+    context = np.zeros(pad)
+    score = pesq_score(np.concatenate([context, ref, context]),
+                       x[lag - pad: lag + len(ref) + pad], rate)
+    assert score is not None and score >= 3.5, score
+
+
+def test_sdp_refuses_unknown_groups_and_reports_silence(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "monitor.toml", "monitor", "127.0.0.2", keys.generate_secret(), None)
+    cfg.write_text(cfg.read_text().replace("port = 5004", "port = 47204"))
+
+    def sdp(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway", "sdp", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=30, cwd=REPO)
+
+    unknown = sdp("--group", "nope")
+    assert unknown.returncode == 2 and "no talk group 'nope' (have: ops)" in unknown.stderr
+    assert sdp("--group", "ops", "--wait-s", "0").returncode == 2
+    assert sdp("--group", "ops", "--sender", "not-hex").returncode == 2
+    silent = sdp("--group", "ops", "--wait-s", "0.3")
+    assert silent.returncode == 1 and "heard: none" in silent.stderr
+    assert silent.stdout == ""
