@@ -9,13 +9,17 @@ carries the sender's next SRTP index, below which the receiver drops everything)
 
 Every box announces on each group now and then, at start, and whenever it hears a nonce it hasn't
 echoed yet or a sender it hasn't accepted yet (rate-limited), so a new box gets every sender's
-fresh announcement within a round trip. The same datagram travels in-band on the group's UDP socket
+fresh announcement within a round trip. A box that has heard of senders it couldn't accept yet
+lists their SSRCs as *wants* and repeats its announcement a few times a second; a sender that hears
+one of its SSRCs wanted answers at once, so a lost answer on a lossy link costs a retry, not the
+2 s announcement period. The same datagram travels in-band on the group's UDP socket
 (its first byte can't be RTP: the version bits read 1) and on MQTT.
 
 Wire format (big-endian)::
 
     "GWA" 0x01 | box nonce (8) | n senders (1) | n x [ssrc (4) | epoch (8) | next index (6)]
-               | n echoes (1) | n x [nonce (8)] | tag (16) = HMAC-SHA256(key, group "\\0" rest)[:16]
+               | n echoes (1) | n x [nonce (8)] | n wants (1) | n x [ssrc (4)]
+               | tag (16) = HMAC-SHA256(key, group "\\0" rest)[:16]
 
 Parsing is pure and total: :func:`parse` returns an :class:`Announcement` or a :class:`Refused`
 reason, never raises, for any bytes at all.
@@ -34,8 +38,10 @@ NONCE_BYTES = 8
 TAG_BYTES = 16
 MAX_SENDERS = 16
 MAX_ECHOES = 64
+MAX_WANTS = 64
 _SENDER = struct.Struct("!IQ6s")
-MAX_BYTES = len(MAGIC) + NONCE_BYTES + 2 + MAX_SENDERS * _SENDER.size + MAX_ECHOES * 8 + TAG_BYTES
+MAX_BYTES = (len(MAGIC) + NONCE_BYTES + 3 + MAX_SENDERS * _SENDER.size + MAX_ECHOES * 8
+             + MAX_WANTS * 4 + TAG_BYTES)
 
 
 class Refused(enum.Enum):
@@ -61,6 +67,8 @@ class Announcement:
     nonce: bytes
     senders: tuple[SenderEntry, ...]
     echoes: tuple[bytes, ...]
+    wants: tuple[int, ...] = ()
+    """SSRCs the box has heard announced but not yet from a fresh announcement."""
 
 
 def is_announcement(data: bytes) -> bool:
@@ -82,8 +90,12 @@ def build(key: bytes, group: str, ann: Announcement) -> bytes:
     for s in senders:
         parts.append(_SENDER.pack(s.ssrc & 0xFFFFFFFF, s.epoch & (2**64 - 1),
                                   (s.next_index & (2**48 - 1)).to_bytes(6, "big")))
+    echoes = tuple(e for e in echoes if len(e) == NONCE_BYTES)
     parts.append(bytes([len(echoes)]))
-    parts.extend(e for e in echoes if len(e) == NONCE_BYTES)
+    parts.extend(echoes)
+    wants = ann.wants[:MAX_WANTS]
+    parts.append(bytes([len(wants)]))
+    parts.extend((w & 0xFFFFFFFF).to_bytes(4, "big") for w in wants)
     body = b"".join(parts)
     return body + _tag(key, group, body)
 
@@ -102,7 +114,11 @@ def parse(key: bytes, group: str, data: bytes) -> Announcement | Refused:
     pos += count * _SENDER.size
     echoes = data[pos]
     pos += 1
-    if echoes > MAX_ECHOES or pos + echoes * NONCE_BYTES != n - TAG_BYTES:
+    if echoes > MAX_ECHOES or pos + echoes * NONCE_BYTES + 1 > n - TAG_BYTES:
+        return Refused.MALFORMED
+    wants_at = pos + echoes * NONCE_BYTES + 1
+    wants = data[wants_at - 1]
+    if wants > MAX_WANTS or wants_at + wants * 4 != n - TAG_BYTES:
         return Refused.MALFORMED
     body, tag = data[:-TAG_BYTES], data[-TAG_BYTES:]
     if not hmac.compare_digest(_tag(key, group, body), tag):
@@ -112,4 +128,7 @@ def parse(key: bytes, group: str, data: bytes) -> Announcement | Refused:
         ssrc, epoch, index = _SENDER.unpack_from(data, sender_at + i * _SENDER.size)
         senders.append(SenderEntry(ssrc, epoch, int.from_bytes(index, "big")))
     nonces = tuple(data[pos + i * NONCE_BYTES: pos + (i + 1) * NONCE_BYTES] for i in range(echoes))
-    return Announcement(bytes(data[len(MAGIC): len(MAGIC) + NONCE_BYTES]), tuple(senders), nonces)
+    wanted = tuple(int.from_bytes(data[wants_at + 4 * i: wants_at + 4 * i + 4], "big")
+                   for i in range(wants))
+    return Announcement(bytes(data[len(MAGIC): len(MAGIC) + NONCE_BYTES]), tuple(senders), nonces,
+                        wanted)

@@ -41,6 +41,9 @@ ECHO_TTL_S = 30.0
 #: A sender prepares and announces its next epoch this many packets before its sequence number
 #: wraps (10 s at 20 ms frames), so receivers hold the new key when the first packet under it comes.
 ROLLOVER_NOTICE = 500
+#: How long a box keeps asking for a sender it heard of but couldn't accept (a replayed
+#: announcement of a sender that is gone must not make it ask forever).
+PENDING_TTL_S = 30.0
 #: libsrtp's replay window, in packets (its default is 128).
 REPLAY_WINDOW = 1024
 SRTP_TAG_BYTES = 10
@@ -119,6 +122,8 @@ class GroupSecurity:
         self._in: dict[int, list[_Inbound]] = {}
         self._retired: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
         self._heard: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        self.pending: dict[int, float] = {}
+        """SSRCs heard announced but not yet freshly (when first heard): we keep asking for them."""
         self.want_announce = True
         """Set when something we heard needs an answer soon (the announcer clears it)."""
         self.wake: Callable[[], None] | None = None
@@ -234,10 +239,13 @@ class GroupSecurity:
         senders = [announce.SenderEntry(ssrc, o.epoch, o.next_index) for ssrc, o in self._out.items()]
         senders += [announce.SenderEntry(ssrc, o.following[0], 0)
                     for ssrc, o in self._out.items() if o.following is not None]
+        for ssrc, since in list(self.pending.items()):
+            if now_s - since > PENDING_TTL_S:
+                del self.pending[ssrc]  # a replayed or long-gone sender: stop asking
         self.want_announce = False
         self.stats.announcements_sent += 1
-        return announce.build(self._announce_key, self.group,
-                              announce.Announcement(self.nonce, tuple(senders), echoes))
+        return announce.build(self._announce_key, self.group, announce.Announcement(
+            self.nonce, tuple(senders), echoes, tuple(self.pending)[: announce.MAX_WANTS]))
 
     def on_announcement(self, data: bytes, now_s: float) -> announce.Refused | None:
         """Take an announcement heard on the group; sets ``want_announce`` when it needs an answer."""
@@ -253,6 +261,8 @@ class GroupSecurity:
         self._heard.move_to_end(ann.nonce)
         while len(self._heard) > 4 * announce.MAX_ECHOES:
             self._heard.popitem(last=False)
+        if any(ssrc in self._out for ssrc in ann.wants):
+            self.want_announce = True  # a box asks for our fresh announcement (its last was lost)
         fresh = self.nonce in ann.echoes
         added = False
         for entry in ann.senders:
@@ -263,10 +273,12 @@ class GroupSecurity:
                 continue
             if not fresh:
                 # An unknown sender in an announcement that doesn't echo us: it may be a replay.
-                # Announce, so the sender hears our nonce and answers with a fresh one.
+                # Announce (and keep asking), so the sender hears our nonce and answers freshly.
                 self.want_announce = True
+                self.pending.setdefault(entry.ssrc, now_s)
                 continue
             self._accept(entry, now_s)
+            self.pending.pop(entry.ssrc, None)
             added = True
         if added:
             self.stats.announcements_accepted += 1

@@ -40,6 +40,8 @@ PacketSink = Callable[[str, rtp.RtpPacket], None]
 #: Every box announces on each group at least this often (new boxes hear it within a round trip
 #: anyway: a new nonce or an unaccepted sender triggers an answer).
 ANNOUNCE_INTERVAL_S = 2.0
+#: While a box waits for senders' fresh announcements it repeats its own this often.
+ANNOUNCE_RETRY_S = 0.25
 #: Receive buffer asked for on every voice socket.
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 #: Answers are rate-limited to one per group per this interval.
@@ -162,15 +164,22 @@ class UdpTransport:
             wait = ANNOUNCE_INTERVAL_S
             for name, sec in self.security.items():
                 since = now - last.get(name, -1e9)
-                if since >= ANNOUNCE_INTERVAL_S or (sec.want_announce and since >= ANNOUNCE_MIN_GAP_S):
+                if since >= self._announce_period(sec):
                     last[name] = now
                     self.send(name, sec.announcement(now))
                     since = 0.0
-                gap = ANNOUNCE_MIN_GAP_S if sec.want_announce else ANNOUNCE_INTERVAL_S
-                wait = min(wait, max(gap - since, 0.001))
+                wait = min(wait, max(self._announce_period(sec) - since, 0.001))
             self._announce_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._announce_wake.wait(), wait)
+
+    @staticmethod
+    def _announce_period(sec: GroupSecurity) -> float:
+        """How soon a group's next announcement is due: an answer at once (rate-limited), a retry
+        while senders we heard of aren't accepted yet, else the regular period."""
+        if sec.want_announce:
+            return ANNOUNCE_MIN_GAP_S
+        return ANNOUNCE_RETRY_S if sec.pending else ANNOUNCE_INTERVAL_S
 
     def _reject(self, reason: rtp.Reject | Drop | announce.Refused, group: str, source: object) -> None:
         count = self.rejected[reason.value] + 1

@@ -127,6 +127,31 @@ def test_a_stream_plays_only_after_a_fresh_announcement() -> None:
     assert isinstance(b.unprotect(fresh, 0), bytes)
 
 
+def test_a_lost_answer_is_asked_for_again() -> None:
+    a, b = GroupSecurity("ops", SECRET), GroupSecurity("ops", SECRET)
+    a.add_sender(TALKER, 100)
+    b.on_announcement(a.announcement(0), 0)
+    assert TALKER in b.pending
+    a.on_announcement(b.announcement(0), 0)
+    a.announcement(0.05)  # the answer: lost on the way
+    assert not a.want_announce
+    retry = b.announcement(0.25)  # b still wants TALKER and says so
+    assert announce.parse(keys.announce_key(SECRET, "ops"), "ops", retry).wants == (TALKER,)  # type: ignore[union-attr]
+    a.on_announcement(retry, 0.25)
+    assert a.want_announce
+    b.on_announcement(a.announcement(0.3), 0.3)
+    assert b.knows(TALKER) and not b.pending
+
+
+def test_a_replayed_announcement_of_a_gone_sender_is_not_asked_for_forever() -> None:
+    a, b = GroupSecurity("ops", SECRET), GroupSecurity("ops", SECRET)
+    a.add_sender(TALKER, 100)
+    b.on_announcement(a.announcement(0), 0)
+    assert b.pending
+    b.announcement(31)
+    assert not b.pending
+
+
 def test_announcements_are_authenticated() -> None:
     _, b = _pair()
     ann = bytearray(GroupSecurity("ops", SECRET).announcement(0))
@@ -263,7 +288,7 @@ def test_fuzz_announcement_parsing(data: bytes) -> None:
        st.binary(min_size=8, max_size=8))
 def test_fuzz_announcement_round_trip(senders: list[announce.SenderEntry], echoes: list[bytes],
                                       nonce: bytes) -> None:
-    ann = announce.Announcement(nonce, tuple(senders), tuple(echoes))
+    ann = announce.Announcement(nonce, tuple(senders), tuple(echoes), tuple(s.ssrc for s in senders))
     data = announce.build(b"k" * 32, "ops", ann)
     assert announce.parse(b"k" * 32, "ops", data) == ann
     cut = data[: len(data) // 2]
