@@ -45,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.add_argument("--hands-free", action="store_true",
                       help="the talker's port uses voice detection (talk_mode vad), no button")
+    bad_net = demo.add_argument_group(
+        "network impairment", "voice goes through a seeded lossy relay instead of clean multicast")
+    bad_net.add_argument("--loss", type=float, default=0.0, metavar="PCT",
+                         help="mean packet loss on every link, 0-100")
+    bad_net.add_argument("--burst", type=float, default=0.0, metavar="MS",
+                         help="mean length of a loss burst (Gilbert model; 0 = independent losses)")
+    bad_net.add_argument("--jitter-ms", type=float, default=0.0, metavar="MS",
+                         help="extra one-way delay per packet, uniform in 0..MS")
+    bad_net.add_argument("--reorder", type=float, default=0.0, metavar="PCT",
+                         help="share of packets held back behind their successors")
+    bad_net.add_argument("--seed", type=int, default=1, help="seed of the relay's randomness")
 
     dsp = sub.add_parser("dsp", help="run a port's uplink chain over a WAV file (for installers)")
     dsp.add_argument("input", type=Path, metavar="IN.wav", help="16-bit WAV, any rate, mono or stereo")
@@ -212,11 +223,23 @@ def _demo(args: argparse.Namespace) -> int:
     if args.input is not None and not args.input.is_file():
         print(f"gateway: demo: --input {args.input}: no such file", file=sys.stderr)
         return EXIT_USAGE
+    impairment = None
+    if args.loss or args.burst or args.jitter_ms or args.reorder:
+        from gateway.net.impair import ImpairmentSettings
+
+        try:
+            impairment = ImpairmentSettings(loss_pct=args.loss, burst_ms=args.burst,
+                                            jitter_ms=args.jitter_ms, reorder_pct=args.reorder,
+                                            packet_ms=20, seed=args.seed)
+        except ValueError as exc:
+            print(f"gateway: demo: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
     from gateway.sim.demo import format_table, run_demo
 
-    result = _run_until_signalled(run_demo(args.input, args.out, args.gateways, args.hands_free))
+    result = _run_until_signalled(
+        run_demo(args.input, args.out, args.gateways, args.hands_free, impairment))
     if result is None:  # stopped by SIGTERM; everything it started has been cleaned up
         return 128 + signal.SIGTERM
     if args.json:

@@ -25,6 +25,7 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.app import App, running
 from gateway.audio.wav import read_wav, write_wav
+from gateway.net.impair import ImpairedHub, ImpairmentSettings
 from gateway.sim import site
 from gateway.sim.broker import Mosquitto
 from gateway.sim.metrics import score_recording
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 LEAD_IN_S = 0.6
 """Silence before the clip starts; PTT goes down half-way through it."""
+LOSSY_LEAD_IN_S = 2.0
+"""The same through a lossy relay: time for the key announcements to get through first."""
 TAIL_S = 0.8
 """Silence after the clip; PTT is released half-way through it."""
 
@@ -69,6 +72,8 @@ class DemoResult:
     presence_online: int
     wall_seconds: float
     talk_mode: str = "ptt"
+    network: dict[str, Any] | None = None
+    """The impairment applied and what the hub did (None: clean multicast)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document."""
@@ -81,6 +86,7 @@ class DemoResult:
             "packets_sent": self.packets_sent,
             "gateways_online_on_broker": self.presence_online,
             "wall_seconds": round(self.wall_seconds, 2),
+            "network": self.network,
             "listeners": [
                 {
                     "gateway": li.gateway,
@@ -128,17 +134,19 @@ def load_clip(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.int16]], int]:
 
 async def run_demo(
     clip_path: Path | None = None, out_dir: Path | None = None, gateways: int = 3,
-    hands_free: bool = False,
+    hands_free: bool = False, impairment: ImpairmentSettings | None = None,
 ) -> DemoResult:
     """Run the simulated site once and score every listener (``hands_free``: the talker's port
-    is in ``vad`` talk mode and nobody presses a button)."""
+    is in ``vad`` talk mode and nobody presses a button; ``impairment``: voice goes through a
+    lossy hub instead of clean multicast)."""
     started = time.monotonic()
+    lead_in_s = LEAD_IN_S if impairment is None else LOSSY_LEAD_IN_S
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-")))
         if clip_path is None:
             clip_path = default_clip() or espeak_clip(work / "espeak.wav")
         clip, rate = load_clip(clip_path)
-        lead, tail = int(LEAD_IN_S * rate), int(TAIL_S * rate)
+        lead, tail = int(lead_in_s * rate), int(TAIL_S * rate)
         said = np.concatenate([np.zeros(lead, np.int16), clip, np.zeros(tail, np.int16)])
         mic = work / "talker-mic.wav"
         write_wav(mic, said, rate)
@@ -152,9 +160,16 @@ async def run_demo(
                 i, layout, broker.port, str(mic) if i == 0 else "",
                 str(site.output_path(rec_dir, f"gw-{chr(ord('a') + i)}")), rate,
                 talk_mode="vad" if hands_free and i == 0 else "ptt",
+                via=site.HUB_ADDRESS if impairment is not None else "",
             )
             for i in range(gateways)
         ]
+        hub = None
+        if impairment is not None:
+            hub = ImpairedHub((site.HUB_ADDRESS, layout.udp_port),
+                              [(a, layout.udp_port) for a in layout.addresses], impairment)
+            await hub.start()
+            stack.callback(hub.close)
         factories = [MockFactory() for _ in configs]
         apps = [App(cfg, pin_factory=f) for cfg, f in zip(configs, factories, strict=True)]
         async with contextlib.AsyncExitStack() as running_apps:
@@ -165,13 +180,14 @@ async def run_demo(
             device = talker.ports[site.PORT_NAME].device
             t0 = getattr(device, "started_at", time.monotonic())
             if not hands_free:
-                await _sleep_until(t0 + LEAD_IN_S / 2)
+                await _sleep_until(t0 + lead_in_s / 2)
                 button = factories[0].pin(site.PTT_PIN)
                 button.drive_low()  # press PTT
-                await _sleep_until(t0 + LEAD_IN_S + len(clip) / rate + TAIL_S / 2)
+                await _sleep_until(t0 + lead_in_s + len(clip) / rate + TAIL_S / 2)
                 button.drive_high()  # release
             await _sleep_until(t0 + len(said) / rate + 0.3)
             packets_sent = talker.ports[site.PORT_NAME].uplink.rtp.packets_sent
+            network = None if hub is None else _network_summary(impairment, hub)
             counters = [app.counters()["ports"][site.PORT_NAME] for app in apps]
             starts = [getattr(a.ports[site.PORT_NAME].device, "started_at", t0) for a in apps]
         listeners = []
@@ -188,9 +204,20 @@ async def run_demo(
             talker=f"{configs[0].gateway.id}/{site.PORT_NAME}", packets_sent=packets_sent,
             talk_mode="vad" if hands_free else "ptt",
             listeners=listeners, presence_online=online,
-            wall_seconds=time.monotonic() - started,
+            wall_seconds=time.monotonic() - started, network=network,
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _network_summary(settings: ImpairmentSettings | None, hub: ImpairedHub) -> dict[str, Any]:
+    assert settings is not None
+    totals = hub.stats()["totals"]
+    return {
+        "loss_pct": settings.loss_pct, "burst_ms": settings.burst_ms,
+        "jitter_ms": settings.jitter_ms, "reorder_pct": settings.reorder_pct,
+        "seed": settings.seed, "relay_seen": totals["seen"], "relay_dropped": totals["dropped"],
+        "relay_reordered": totals["reordered"],
+    }
 
 
 async def _sleep_until(deadline: float) -> None:
@@ -216,6 +243,16 @@ def format_table(result: DemoResult) -> str:
            else "(hands-free: voice detection with 200 ms pre-roll)")
         + f", {result.packets_sent} packets sent",
         f"broker: {result.presence_online} gateway(s) online",
+    ]
+    if result.network:
+        n = result.network
+        lines.append(
+            f"network: relay with {n['loss_pct']:g}% loss"
+            + (f" in {n['burst_ms']:g} ms bursts" if n["burst_ms"] else " (random)")
+            + f", {n['jitter_ms']:g} ms jitter, {n['reorder_pct']:g}% reordered (seed {n['seed']}); "
+            f"it dropped {n['relay_dropped']} of {n['relay_seen']} datagrams"
+        )
+    lines += [
         "",
         f"{'listener':<14}{'delay_ms':>10}{'pesq':>8}{'mode':>6}{'received':>10}"
         f"{'lost':>6}{'concealed':>11}",

@@ -30,6 +30,8 @@ TX_LED_PIN = 22
 RX_LED_PIN = 23
 POWER_LED_PIN = 24
 PORT_NAME = "radio"
+HUB_ADDRESS = "127.0.0.9"
+"""Where the simulated site's impairment hub listens (the gateways are 127.0.0.11 and up)."""
 GROUP = "ops"
 
 
@@ -52,7 +54,7 @@ def pick_layout(
     addresses = tuple(f"127.0.0.{first_host + i}" for i in range(gateways))
     for _ in range(50):
         port = rng.randrange(20000, 60000, 2)
-        if all(_udp_free(a, port) for a in addresses):
+        if all(_udp_free(a, port) for a in (*addresses, HUB_ADDRESS)):
             multicast = f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
             return SiteLayout(addresses, multicast, port)
     raise OSError("no free UDP port found on the loopback addresses")
@@ -78,8 +80,12 @@ def gateway_config(
     jitter_ms: int = 40,
     frame_ms: int = 20,
     talk_mode: str = "ptt",
+    via: str = "",
 ) -> Config:
-    """The config of gateway ``index`` of the simulated site (ids gw-a, gw-b, ...)."""
+    """The config of gateway ``index`` of the simulated site (ids gw-a, gw-b, ...).
+
+    ``via``: an address to send the group's voice to instead of multicast (an impairment hub that
+    forwards it to the other gateways, :class:`gateway.net.impair.ImpairedHub`)."""
     gid = f"gw-{chr(ord('a') + index)}"
     return Config(
         gateway=GatewaySettings(id=gid, site=site, state_dir=""),
@@ -93,8 +99,8 @@ def gateway_config(
             reconnect_max_s=2.0,
         ),
         gpio=GpioSettings(pin_factory="mock", power_led_pin=POWER_LED_PIN),
-        groups=(GroupSettings(name=GROUP, port=layout.udp_port, multicast=layout.multicast,
-                             secret=layout.secret),),
+        groups=(GroupSettings(name=GROUP, port=layout.udp_port, multicast="" if via else layout.multicast,
+                             peers=(via,) if via else (), secret=layout.secret),),
         ports=(
             PortSettings(
                 name=PORT_NAME, backend="wav", device_rate_hz=rate_hz, wav_input=wav_input,
