@@ -48,6 +48,8 @@ class OpusEncoder:
         except opuslib_next.OpusError as exc:
             raise CodecError(f"libopus refused the encoder settings: {exc}") from exc
         self.dtx = dtx
+        self.fec = fec
+        self.expected_loss_pct = expected_loss_pct
 
     def encode(self, pcm: Frame) -> bytes:
         """One frame of ``frame_samples`` in, one Opus packet out."""
@@ -57,6 +59,16 @@ class OpusEncoder:
             return bytes(self._enc.encode(pcm.astype("<i2").tobytes(), self.frame_samples))
         except opuslib_next.OpusError as exc:
             raise CodecError(f"libopus failed to encode: {exc}") from exc
+
+    def set_loss_protection(self, fec: bool, expected_loss_pct: int) -> None:
+        """Turn in-band FEC on or off and set the loss hint (takes effect from the next frame)."""
+        try:
+            self._enc.inband_fec = int(fec)
+            self._enc.packet_loss_perc = expected_loss_pct
+        except opuslib_next.OpusError as exc:
+            raise CodecError(f"libopus refused FEC {fec} at {expected_loss_pct}%: {exc}") from exc
+        self.fec = fec
+        self.expected_loss_pct = expected_loss_pct
 
     def reset(self) -> None:
         """Forget history (called at the start of a talk spurt)."""

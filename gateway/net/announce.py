@@ -12,13 +12,19 @@ echoed yet or a sender it hasn't accepted yet (rate-limited), so a new box gets 
 fresh announcement within a round trip. A box that has heard of senders it couldn't accept yet
 lists their SSRCs as *wants* and repeats its announcement a few times a second; a sender that hears
 one of its SSRCs wanted answers at once, so a lost answer on a lossy link costs a retry, not the
-2 s announcement period. The same datagram travels in-band on the group's UDP socket
+2 s announcement period.
+
+Announcements also carry the box's *reception reports* (RTCP receiver-report style: loss fraction
+and interarrival jitter per sender it heard lately), so a sender learns what its listeners get and
+turns Opus in-band FEC on only while someone loses packets (:mod:`gateway.voice.fec`), with or
+without a broker. The same datagram travels in-band on the group's UDP socket
 (its first byte can't be RTP: the version bits read 1) and on MQTT.
 
 Wire format (big-endian)::
 
     "GWA" 0x01 | box nonce (8) | n senders (1) | n x [ssrc (4) | epoch (8) | next index (6)]
                | n echoes (1) | n x [nonce (8)] | n wants (1) | n x [ssrc (4)]
+               | n reports (1) | n x [ssrc (4) | loss fraction x 255 (1) | jitter ms (2)]
                | tag (16) = HMAC-SHA256(key, group "\\0" rest)[:16]
 
 Parsing is pure and total: :func:`parse` returns an :class:`Announcement` or a :class:`Refused`
@@ -39,9 +45,11 @@ TAG_BYTES = 16
 MAX_SENDERS = 16
 MAX_ECHOES = 64
 MAX_WANTS = 64
+MAX_REPORTS = 64
 _SENDER = struct.Struct("!IQ6s")
-MAX_BYTES = (len(MAGIC) + NONCE_BYTES + 3 + MAX_SENDERS * _SENDER.size + MAX_ECHOES * 8
-             + MAX_WANTS * 4 + TAG_BYTES)
+_REPORT = struct.Struct("!IBH")
+MAX_BYTES = (len(MAGIC) + NONCE_BYTES + 4 + MAX_SENDERS * _SENDER.size + MAX_ECHOES * 8
+             + MAX_WANTS * 4 + MAX_REPORTS * _REPORT.size + TAG_BYTES)
 
 
 class Refused(enum.Enum):
@@ -61,6 +69,15 @@ class SenderEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Report:
+    """A reception report about one sender: loss fraction (0-1, in 1/255 steps) and jitter."""
+
+    ssrc: int
+    loss: float
+    jitter_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class Announcement:
     """What one box says on one group."""
 
@@ -69,6 +86,8 @@ class Announcement:
     echoes: tuple[bytes, ...]
     wants: tuple[int, ...] = ()
     """SSRCs the box has heard announced but not yet from a fresh announcement."""
+    reports: tuple[Report, ...] = ()
+    """How well the box lately received each sender it heard."""
 
 
 def is_announcement(data: bytes) -> bool:
@@ -96,6 +115,10 @@ def build(key: bytes, group: str, ann: Announcement) -> bytes:
     wants = ann.wants[:MAX_WANTS]
     parts.append(bytes([len(wants)]))
     parts.extend((w & 0xFFFFFFFF).to_bytes(4, "big") for w in wants)
+    reports = ann.reports[:MAX_REPORTS]
+    parts.append(bytes([len(reports)]))
+    parts.extend(_REPORT.pack(r.ssrc & 0xFFFFFFFF, round(min(max(r.loss, 0.0), 1.0) * 255),
+                              round(min(max(r.jitter_ms, 0.0), 65535.0))) for r in reports)
     body = b"".join(parts)
     return body + _tag(key, group, body)
 
@@ -118,7 +141,11 @@ def parse(key: bytes, group: str, data: bytes) -> Announcement | Refused:
         return Refused.MALFORMED
     wants_at = pos + echoes * NONCE_BYTES + 1
     wants = data[wants_at - 1]
-    if wants > MAX_WANTS or wants_at + wants * 4 != n - TAG_BYTES:
+    if wants > MAX_WANTS or wants_at + wants * 4 + 1 > n - TAG_BYTES:
+        return Refused.MALFORMED
+    reports_at = wants_at + wants * 4 + 1
+    reports = data[reports_at - 1]
+    if reports > MAX_REPORTS or reports_at + reports * _REPORT.size != n - TAG_BYTES:
         return Refused.MALFORMED
     body, tag = data[:-TAG_BYTES], data[-TAG_BYTES:]
     if not hmac.compare_digest(_tag(key, group, body), tag):
@@ -130,5 +157,9 @@ def parse(key: bytes, group: str, data: bytes) -> Announcement | Refused:
     nonces = tuple(data[pos + i * NONCE_BYTES: pos + (i + 1) * NONCE_BYTES] for i in range(echoes))
     wanted = tuple(int.from_bytes(data[wants_at + 4 * i: wants_at + 4 * i + 4], "big")
                    for i in range(wants))
+    reported = []
+    for i in range(reports):
+        ssrc, loss, jitter = _REPORT.unpack_from(data, reports_at + i * _REPORT.size)
+        reported.append(Report(ssrc, loss / 255, float(jitter)))
     return Announcement(bytes(data[len(MAGIC): len(MAGIC) + NONCE_BYTES]), tuple(senders), nonces,
-                        wanted)
+                        wanted, tuple(reported))

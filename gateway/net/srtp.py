@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import enum
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pylibsrtp
@@ -126,6 +126,9 @@ class GroupSecurity:
         """SSRCs heard announced but not yet freshly (when first heard): we keep asking for them."""
         self.want_announce = True
         """Set when something we heard needs an answer soon (the announcer clears it)."""
+        self.reports: Callable[[], Sequence[announce.Report]] = tuple
+        """What our announcements report about the senders we hear (set by the box)."""
+        self._heard_reports: dict[int, dict[bytes, tuple[announce.Report, float]]] = {}
         self.wake: Callable[[], None] | None = None
         """Called when we want to announce because of something we did (a new sender, a new epoch)."""
 
@@ -174,6 +177,14 @@ class GroupSecurity:
             self._ask_to_announce()
         self.stats.protected += 1
         return out.session.protect(rtp_packet)
+
+    def listener_reports(self, ssrc: int, now_s: float, window_s: float) -> list[announce.Report]:
+        """What each box that heard our sender ``ssrc`` reported within the last ``window_s``."""
+        got = self._heard_reports.get(ssrc, {})
+        for nonce, (_, at) in list(got.items()):
+            if now_s - at > window_s:
+                del got[nonce]
+        return [report for report, _ in got.values()]
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -245,7 +256,8 @@ class GroupSecurity:
         self.want_announce = False
         self.stats.announcements_sent += 1
         return announce.build(self._announce_key, self.group, announce.Announcement(
-            self.nonce, tuple(senders), echoes, tuple(self.pending)[: announce.MAX_WANTS]))
+            self.nonce, tuple(senders), echoes, tuple(self.pending)[: announce.MAX_WANTS],
+            tuple(self.reports())[: announce.MAX_REPORTS]))
 
     def on_announcement(self, data: bytes, now_s: float) -> announce.Refused | None:
         """Take an announcement heard on the group; sets ``want_announce`` when it needs an answer."""
@@ -261,6 +273,9 @@ class GroupSecurity:
         self._heard.move_to_end(ann.nonce)
         while len(self._heard) > 4 * announce.MAX_ECHOES:
             self._heard.popitem(last=False)
+        for report in ann.reports:
+            if report.ssrc in self._out:
+                self._heard_reports.setdefault(report.ssrc, {})[ann.nonce] = (report, now_s)
         if any(ssrc in self._out for ssrc in ann.wants):
             self.want_announce = True  # a box asks for our fresh announcement (its last was lost)
         fresh = self.nonce in ann.echoes
