@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,13 +25,22 @@ from gateway.control.client import ControlPlane
 from gateway.control.topics import PortInfo
 from gateway.gpio.panel import Panel, make_pin_factory
 from gateway.net import rtp
+from gateway.net.announce import Report
 from gateway.net.keys import load_secret
 from gateway.net.srtp import GroupSecurity
 from gateway.net.udp import UdpTransport
 from gateway.system.notify import Notifier
+from gateway.voice.fec import FecPolicy, Protection
 from gateway.voice.port import Port, port_ssrc
 
 log = logging.getLogger(__name__)
+
+#: How often the box measures reception and revisits its senders' FEC.
+ADAPT_PERIOD_S = 1.0
+#: Reports cover this many periods (the announcements that carry them go out every 2 s).
+REPORT_WINDOWS = 2
+#: A listener's report older than this no longer counts for FEC.
+REPORT_MAX_AGE_S = 6.0
 
 _AUTO: Any = object()
 
@@ -84,6 +95,12 @@ class App:
             security, own_ssrcs={p.ssrc for p in self.ports.values()},
         )
         self.protect_errors = 0
+        self._fec = {name: FecPolicy(Protection(config.codec.fec, config.codec.expected_loss_pct))
+                     for name in self.ports}
+        self._reception: dict[str, list[dict[int, tuple[int, int, float]]]] = {
+            g.name: [] for g in config.groups}
+        for g in config.groups:
+            security[g.name].reports = functools.partial(self._reports_for, g.name)
         self.control: ControlPlane | None = None
         if config.mqtt.enabled:
             self.control = ControlPlane(
@@ -118,6 +135,7 @@ class App:
                     tg.create_task(self.control.run(), name="mqtt")
                 tg.create_task(self.notifier.watchdog(self._healthy), name="watchdog")
                 tg.create_task(self.transport.announce_forever(), name="announce")
+                tg.create_task(self._adapt_forever(), name="adapt-fec")
                 self.notifier.ready()
                 self.notifier.status(self._status())
                 self.ready.set()
@@ -146,6 +164,53 @@ class App:
                 self.local_deliveries += 1
                 for port in listeners:
                     port.receive(group, packet)
+
+    async def _adapt_forever(self) -> None:
+        """Once a second: measure what this box hears from each sender (for the reports our
+        announcements carry) and set each of our senders' FEC from what its listeners report."""
+        while True:
+            await asyncio.sleep(ADAPT_PERIOD_S)
+            self.adapt(time.monotonic())
+
+    def adapt(self, now_s: float) -> None:
+        """One step of :meth:`_adapt_forever` (tests call it with their own clock)."""
+        for group, windows in self._reception.items():
+            window: dict[int, tuple[int, int, float]] = {}
+            for port in self.ports.values():
+                if group not in port.settings.groups:
+                    continue
+                for ssrc, r in port.downlink.reception_report().items():
+                    if r["frames"] and port.downlink.senders[ssrc].stats.group == group:
+                        frames, lost, jitter = window.get(ssrc, (0, 0, 0.0))
+                        window[ssrc] = (max(frames, r["frames"]), max(lost, r["lost"]),
+                                        max(jitter, r["jitter_ms"]))
+            windows.append(window)
+            del windows[:-REPORT_WINDOWS]
+        if not self.config.codec.adaptive_fec:
+            return
+        for name, port in self.ports.items():
+            sec = self.transport.security.get(port.talk_group)
+            if sec is None:
+                continue
+            heard = sec.listener_reports(port.ssrc, now_s, REPORT_MAX_AGE_S)
+            worst = max((r.loss for r in heard), default=None)
+            before = self._fec[name].current
+            now = self._fec[name].update(worst, now_s)
+            if now != before:
+                port.uplink.encoder.set_loss_protection(now.fec, now.expected_loss_pct)
+            if now.fec != before.fec:
+                log.info("port %s: FEC %s (expected loss %d%%; worst listener loss %.1f%%)", name,
+                         "on" if now.fec else "off", now.expected_loss_pct, 100 * (worst or 0))
+
+    def _reports_for(self, group: str) -> list[Report]:
+        """Reception reports for ``group``: loss and jitter per sender over the last windows."""
+        totals: dict[int, tuple[int, int, float]] = {}
+        for window in self._reception.get(group, []):
+            for ssrc, (frames, lost, jitter) in window.items():
+                f, lo, _ = totals.get(ssrc, (0, 0, 0.0))
+                totals[ssrc] = (f + frames, lo + lost, jitter)
+        return [Report(ssrc, lost / frames, jitter) for ssrc, (frames, lost, jitter) in totals.items()
+                if frames]
 
     def _on_packet(self, group: str, packet: rtp.RtpPacket) -> None:
         for port in self.ports.values():

@@ -53,6 +53,9 @@ class CodecSettings:
     """Target bitrate per talking port, 6000-128000."""
     complexity: int = 5
     """Encoder complexity 0-10; 5 leaves CPU for other ports on a Pi."""
+    adaptive_fec: bool = True
+    """Turn FEC on and set the loss hint from what listeners report (``fec`` and
+    ``expected_loss_pct`` are then only the starting point); false = use them as set."""
     fec: bool = False
     """Opus in-band forward error correction."""
     expected_loss_pct: int = 0
@@ -73,8 +76,10 @@ class NetworkSettings:
     """Address of the interface multicast is sent and joined on; empty = the kernel's choice."""
     multicast_ttl: int = 1
     """IP TTL of multicast voice (1 = this subnet only)."""
-    jitter_ms: int = 40
-    """Fixed jitter-buffer depth per sender; packets reordered within it are put back in order."""
+    jitter_min_ms: int = 0
+    """Floor of each talker's adaptive jitter-buffer delay (the buffer follows measured jitter)."""
+    jitter_max_ms: int = 200
+    """Ceiling of that delay: later packets are concealed rather than waited for."""
     max_datagram_bytes: int = 1500
     """Datagrams larger than this are dropped as oversized."""
 
@@ -476,8 +481,10 @@ def _validate(cfg: Config, where: _Where) -> None:
            f"must be empty or an IPv4 address, got {n.multicast_interface!r}")
     _check(1 <= n.multicast_ttl <= 255, where, "network.multicast_ttl",
            f"must be 1-255, got {n.multicast_ttl}")
-    _check(0 <= n.jitter_ms <= 1000, where, "network.jitter_ms",
-           f"must be 0-1000, got {n.jitter_ms}")
+    _check(0 <= n.jitter_min_ms <= 1000, where, "network.jitter_min_ms",
+           f"must be 0-1000, got {n.jitter_min_ms}")
+    _check(n.jitter_min_ms <= n.jitter_max_ms <= 2000, where, "network.jitter_max_ms",
+           f"must be jitter_min_ms ({n.jitter_min_ms})-2000, got {n.jitter_max_ms}")
     _check(64 <= n.max_datagram_bytes <= 65507, where, "network.max_datagram_bytes",
            f"must be 64-65507, got {n.max_datagram_bytes}")
     _check(bool(m.host), where, "mqtt.host", "must not be empty")

@@ -183,11 +183,11 @@ def test_conf_d_order_is_by_name_not_by_creation(tmp_path: Path) -> None:
 
 def test_config_check_lists_every_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main = _write(tmp_path, BASE)
-    extra = _write(tmp_path, "[network]\njitter_ms = 60\n", "conf.d/50-jitter.toml")
+    extra = _write(tmp_path, "[network]\njitter_min_ms = 60\n", "conf.d/50-jitter.toml")
     status, out, _ = _check(capsys, main)
     assert status == 0
     assert out.partition("\n")[0] == f"# effective configuration, from: {main}, {extra}"
-    assert _printed_toml(out)["network"]["jitter_ms"] == 60  # type: ignore[index]
+    assert _printed_toml(out)["network"]["jitter_min_ms"] == 60  # type: ignore[index]
 
 
 # -- errors: exit status 2, naming the file and the dotted key ------------------------------------
@@ -302,9 +302,9 @@ def test_bad_value_from_conf_d_names_that_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str
 ) -> None:
     main = _write(tmp_path, BASE)
-    _write(tmp_path, "[network]\njitter_ms = 60\n", "conf.d/10-fine.toml")
+    _write(tmp_path, "[network]\njitter_min_ms = 60\n", "conf.d/10-fine.toml")
     culprit = _write(tmp_path, text, "conf.d/20-culprit.toml")
-    _write(tmp_path, "[network]\njitter_ms = 80\n", "conf.d/30-fine.toml")
+    _write(tmp_path, "[network]\njitter_min_ms = 80\n", "conf.d/30-fine.toml")
     with pytest.raises(ConfigError) as info:
         config.load(main)
     assert (info.value.path, info.value.key) == (str(culprit), key)
@@ -379,9 +379,9 @@ groups = ["ops"]
         20, 32000, 5, False, 0, False, 111
     )
     n = cfg.network
-    assert (n.bind_address, n.multicast_interface, n.multicast_ttl, n.jitter_ms, n.max_datagram_bytes) == (
-        "0.0.0.0", "", 1, 40, 1500
-    )
+    assert (n.bind_address, n.multicast_interface, n.multicast_ttl, n.jitter_min_ms, n.jitter_max_ms,
+            n.max_datagram_bytes) == ("0.0.0.0", "", 1, 0, 200, 1500)
+    assert c.adaptive_fec
     m = cfg.mqtt
     assert (m.enabled, m.host, m.port, m.username, m.password, m.keepalive_s, m.topic_root) == (
         True, "localhost", 1883, "", "", 30, "gateway/v1"

@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 LEAD_IN_S = 0.6
 """Silence before the clip starts; PTT goes down half-way through it."""
-LOSSY_LEAD_IN_S = 2.0
-"""The same through a lossy relay: time for the key announcements to get through first."""
+LOSSY_LEAD_IN_S = 4.0
+"""The same through a lossy relay, with PTT down after LOSSY_PRESS_S: time for the key announcements
+to get through, and for the listeners' loss reports to turn the talker's FEC on, as it would be
+on a box that has been talking on that network before."""
+LOSSY_PRESS_S = 0.5
 TAIL_S = 0.8
 """Silence after the clip; PTT is released half-way through it."""
 
@@ -180,7 +183,7 @@ async def run_demo(
             device = talker.ports[site.PORT_NAME].device
             t0 = getattr(device, "started_at", time.monotonic())
             if not hands_free:
-                await _sleep_until(t0 + lead_in_s / 2)
+                await _sleep_until(t0 + (lead_in_s / 2 if impairment is None else LOSSY_PRESS_S))
                 button = factories[0].pin(site.PTT_PIN)
                 button.drive_low()  # press PTT
                 await _sleep_until(t0 + lead_in_s + len(clip) / rate + TAIL_S / 2)

@@ -77,7 +77,9 @@ def gateway_config(
     wav_output: str,
     rate_hz: int,
     site: str = "sim",
-    jitter_ms: int = 40,
+    jitter_min_ms: int = 0,
+    jitter_max_ms: int = 200,
+    codec: CodecSettings | None = None,
     frame_ms: int = 20,
     talk_mode: str = "ptt",
     via: str = "",
@@ -91,9 +93,9 @@ def gateway_config(
         gateway=GatewaySettings(id=gid, site=site, state_dir=""),
         network=NetworkSettings(
             bind_address=layout.addresses[index], multicast_interface="127.0.0.1",
-            jitter_ms=jitter_ms,
+            jitter_min_ms=jitter_min_ms, jitter_max_ms=jitter_max_ms,
         ),
-        codec=CodecSettings(frame_ms=frame_ms),
+        codec=codec or CodecSettings(frame_ms=frame_ms),
         mqtt=MqttSettings(
             host="127.0.0.1", port=broker_port, keepalive_s=5, reconnect_min_s=0.2,
             reconnect_max_s=2.0,

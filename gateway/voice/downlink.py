@@ -1,20 +1,31 @@
-"""Downlink of one port, in data-flow order: packets -> per-sender jitter buffer -> Opus decode
-(concealment / FEC on loss) -> mixer (per-sender gain, priority ducking, limiter) -> 16 kHz audio
-for the port to play.
+"""Downlink of one port, in data-flow order: packets -> per-sender adaptive jitter buffer -> Opus decode
+(FEC / concealment on loss, frames dropped or inserted to follow the target delay) -> mixer (per-sender
+gain, priority ducking, limiter) -> 16 kHz audio for the port to play.
 
 Mix-minus comes from the SSRCs: a port never receives its own packets. The port pulls exactly one
 tick of audio each time its device delivers a capture frame, so playback runs on the device's clock.
+Arrival and pull times come from an injected monotonic clock (seconds); the jitter buffer itself is
+pure (:mod:`gateway.codec.jitter`, whose docstring explains the algorithm).
+
+Each sender's buffer asks for three things besides plain audio, and this module carries them out:
+LOST (rebuild the frame from the next packet's in-band FEC, or conceal it), EXPAND (play a frame of
+concealment without consuming a packet: an underrun, or a frame inserted in a pause to raise the delay)
+and DROP (decode a frame and discard it to lower the delay). The buffer drops in pauses by preference;
+when it drops in speech the cut is crossfaded over :data:`DROP_CROSSFADE_SAMPLES`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from gateway.audio.bridge import Frame
-from gateway.codec.jitter import JitterBuffer, Pop
+from gateway.codec.jitter import AdaptiveJitterBuffer, Pop
 from gateway.codec.opus import OpusDecoder, packet_samples
 from gateway.config import PROCESSING_RATE_HZ
 from gateway.dsp.mixer import Mixer
@@ -27,56 +38,129 @@ log = logging.getLogger(__name__)
 IDLE_PULLS_BEFORE_FORGET = 500
 #: Most talkers mixed into one port at once; beyond that the latest to start are left out (counted).
 MAX_MIXED = 32
+#: A frame whose RMS is under this (-40 dBFS) is a pause, where the jitter buffer may drop or insert.
+QUIET_RMS = 32768 * 10 ** (-40 / 20)
+#: A frame dropped in speech is crossfaded into the next one over this many samples (5 ms).
+DROP_CROSSFADE_SAMPLES = PROCESSING_RATE_HZ // 200
+
+_FADE_IN = ((np.arange(DROP_CROSSFADE_SAMPLES) + 0.5) / DROP_CROSSFADE_SAMPLES).astype(np.float32)
 
 
 @dataclass
 class SenderStats:
-    """What a port heard from one sender."""
+    """What a port heard from one sender (counters, then gauges at the last pull)."""
 
     group: str
     packets_received: int = 0
-    """Packets that arrived (duplicates and late ones excluded)."""
+    """Packets that arrived (duplicates, late and out-of-window ones excluded)."""
     packets_lost: int = 0
-    """Packets whose turn came while they were missing."""
+    """Packets whose turn came while they were missing (a late packet counts here and in late)."""
     frames_concealed: int = 0
-    """Lost (or undecodable) frames that were played as concealment."""
+    """Frames played as Opus concealment inside a talk spurt: lost frames without FEC (an FEC attempt
+    whose next packet carried no FEC data included), underruns, undecodable packets."""
     frames_fec_tried: int = 0
-    """Of those, frames rebuilt with the next packet's in-band FEC (when the sender sends it)."""
+    """Lost frames decoded from the next packet with decode_fec (libopus conceals if it has no FEC)."""
     undecodable: int = 0
+    """Packets libopus rejected (played as concealment)."""
+    frames_fec_recovered: int = 0
+    """Of the FEC attempts, those whose next packet carried FEC data (Opus LBRR): real recoveries."""
+    packets_late: int = 0
+    """Packets that came after their turn (already counted lost) and were dropped."""
+    packets_duplicate: int = 0
+    frames_dropped: int = 0
+    """Frames decoded but not played, to bring the delay down (drift, a delay spike)."""
+    frames_inserted: int = 0
+    """Frames of concealment inserted in pauses, to bring the delay up (drift)."""
+    jitter_ms: float = 0.0
+    """RFC 3550 interarrival jitter."""
+    delay_ms: float = 0.0
+    """Playout delay the jitter buffer adds beyond the fastest network path."""
+    target_ms: float = 0.0
+    """The jitter buffer's adaptive target delay."""
+
+
+def has_fec(payload: bytes) -> bool:
+    """True if an Opus packet carries in-band FEC (LBRR) for the frame before it.
+
+    libopus 1.5's ``opus_packet_has_lbrr`` in Python (the box has 1.3.1): only SILK and hybrid frames
+    carry LBRR; the first SILK frame's range-coded header starts with one VAD flag per 20 ms and then
+    the LBRR flag, each coded with probability 1/2, so they are plain bits at the top of the frame's
+    first byte (RFC 6716 section 4.2.3). The frame is found per RFC 6716 section 3.2.
+    """
+    # This inspects the codec's format and belongs in gateway/codec/opus.py; it lives here until that
+    # file can take it.
+    n = len(payload)
+    if n < 2:
+        return False
+    toc = payload[0]
+    config = toc >> 3
+    if config >= 16:  # CELT only: no LBRR
+        return False
+    silk_frames = max(1, (10, 20, 40, 60)[config & 3] // 20) if config < 12 else 1
+    stereo = bool(toc & 0x04)
+    code = toc & 3
+    offset = 1
+    if code == 2:
+        offset += 1 if payload[1] < 252 else 2
+    elif code == 3:
+        frames = payload[1] & 0x3F
+        vbr, padded = payload[1] & 0x80, payload[1] & 0x40
+        offset = 2
+        if padded:
+            while offset < n and payload[offset] == 255:
+                offset += 1
+            offset += 1
+        if vbr:
+            for _ in range(frames - 1):
+                if offset >= n:
+                    return False
+                offset += 1 if payload[offset] < 252 else 2
+    if offset >= n:
+        return False
+    first = payload[offset]
+    lbrr = (first >> (7 - silk_frames)) & 1
+    if stereo:
+        lbrr |= (first >> (6 - 2 * silk_frames)) & 1
+    return bool(lbrr)
 
 
 class SenderStream:
     """One remote talker as heard by one port: jitter buffer, decoder and decoded-sample FIFO."""
 
-    def __init__(self, ssrc: int, group: str, depth_ms: int, first_payload: bytes) -> None:
+    def __init__(self, ssrc: int, group: str, depth_ms: int, first_payload: bytes,
+                 max_delay_ms: int = 200) -> None:
         self.ssrc = ssrc
         self.stats = SenderStats(group)
         frame = packet_samples(first_payload, PROCESSING_RATE_HZ) or PROCESSING_RATE_HZ // 50
         self.frame_samples = frame
-        frame_ms = max(1, frame * 1000 // PROCESSING_RATE_HZ)
-        self.jitter = JitterBuffer(depth_packets=-(-depth_ms // frame_ms))
+        ceiling = max(max_delay_ms, depth_ms)
+        self.jitter = AdaptiveJitterBuffer(frame * 1000 / PROCESSING_RATE_HZ, min_delay_ms=depth_ms,
+                                           max_delay_ms=ceiling)
         self.decoder = OpusDecoder(PROCESSING_RATE_HZ)
         self._fifo = np.zeros(0, dtype=np.int16)
+        self._quiet = True  # the last frame played was a pause
+        self._dropped: Frame | None = None  # a frame dropped in speech, to crossfade from
+        self._undecodable_played = 0
         self.idle_pulls = 0
 
-    def push(self, packet: RtpPacket) -> None:
-        """A packet from this sender arrived."""
-        self.jitter.push(packet.sequence, packet.payload)
-        j = self.jitter.stats
-        self.stats.packets_received = j.received
-        self.stats.packets_lost = j.lost + j.overflow_dropped
+    def push(self, packet: RtpPacket, arrival_ms: float) -> None:
+        """A packet from this sender arrived at ``arrival_ms``."""
+        self.jitter.push(packet.sequence, packet.timestamp, packet.marker, packet.payload, arrival_ms,
+                         fec=has_fec(packet.payload))
+        self._sync_stats()
 
-
-    def pull(self, n: int) -> Frame | None:
-        """``n`` samples of this sender, or None when it has nothing to play."""
+    def pull(self, n: int, now_ms: float) -> Frame | None:
+        """``n`` samples of this sender starting to play at ``now_ms``, or None when it has none."""
         chunks = [self._fifo]
         have = len(self._fifo)
         while have < n:
-            got = self._next_frame()
+            # The frame popped now starts playing after what is already gathered for this tick.
+            got = self._next_frame(now_ms + have * 1000 / PROCESSING_RATE_HZ)
             if got is None:
                 break
             chunks.append(got)
             have += len(got)
+        self._sync_stats()
         if have == 0:
             self.idle_pulls += 1
             self._fifo = self._fifo[:0]
@@ -88,39 +172,93 @@ class SenderStream:
         self._fifo = audio[n:]
         return audio[:n]
 
-    def _next_frame(self) -> Frame | None:
-        res = self.jitter.pop()
-        if res.kind is Pop.AUDIO:
-            try:
-                pcm = self.decoder.decode(res.payload)
-            except CodecError:
-                # A valid RTP packet whose Opus payload libopus rejects: play it as lost.
-                self.stats.undecodable += 1
-                return self._conceal()
-            self.frame_samples = len(pcm) or self.frame_samples
+    def _next_frame(self, play_ms: float) -> Frame | None:
+        while True:
+            res = self.jitter.pop(play_ms, quiet=self._quiet and self._dropped is None)
+            if res.kind is Pop.DROP:
+                # Decode to keep the decoder's history in step, then discard. A loud frame (the buffer
+                # was draining in speech) is kept to crossfade into the next one instead of a cut.
+                try:
+                    pcm = self.decoder.decode(res.payload)
+                except CodecError:
+                    self.stats.undecodable += 1
+                    continue
+                if not _is_quiet(pcm):
+                    self._dropped = pcm
+                continue
+            if res.kind is Pop.AUDIO:
+                try:
+                    pcm = self.decoder.decode(res.payload)
+                    self.frame_samples = len(pcm) or self.frame_samples
+                except CodecError:
+                    # A valid RTP packet whose Opus payload libopus rejects: play it as lost.
+                    self.stats.undecodable += 1
+                    self._undecodable_played += 1
+                    pcm = self.decoder.conceal(self.frame_samples)
+            elif res.kind is Pop.LOST and res.next_payload:
+                if has_fec(res.next_payload):
+                    self.stats.frames_fec_recovered += 1
+                pcm = self.decoder.recover(res.next_payload, self.frame_samples)
+            elif res.kind in (Pop.LOST, Pop.EXPAND):
+                pcm = self.decoder.conceal(self.frame_samples)
+            else:  # IDLE
+                self._dropped = None
+                self._quiet = True
+                return None
+            if self._dropped is not None:
+                pcm = _crossfade(self._dropped, pcm)
+                self._dropped = None
+            self._quiet = _is_quiet(pcm)
             return pcm
-        if res.kind is Pop.LOST:
-            self.stats.packets_lost = self.jitter.stats.lost + self.jitter.stats.overflow_dropped
-            if res.next_payload:
-                # decode_fec uses the next packet's LBRR data when the sender enabled FEC and
-                # falls back to concealment inside libopus when it has none.
-                self.stats.frames_concealed += 1
-                self.stats.frames_fec_tried += 1
-                return self.decoder.recover(res.next_payload, self.frame_samples)
-            return self._conceal()
-        return None
 
-    def _conceal(self) -> Frame:
-        self.stats.frames_concealed += 1
-        return self.decoder.conceal(self.frame_samples)
+    def _sync_stats(self) -> None:
+        j, s = self.jitter.stats, self.stats
+        s.packets_received = j.received
+        s.packets_lost = j.lost
+        s.packets_late = j.late
+        s.packets_duplicate = j.duplicates
+        s.frames_fec_tried = j.fec_eligible
+        s.frames_concealed = (j.concealed + j.fec_eligible - s.frames_fec_recovered
+                              + self._undecodable_played)
+        s.frames_dropped = j.dropped
+        s.frames_inserted = j.inserted
+        s.jitter_ms = self.jitter.jitter_ms
+        s.delay_ms = self.jitter.delay_ms
+        s.target_ms = self.jitter.target_ms
+
+
+def _is_quiet(pcm: Frame) -> bool:
+    if len(pcm) == 0:
+        return True
+    x = pcm.astype(np.float32)
+    return float(np.dot(x, x)) < QUIET_RMS * QUIET_RMS * len(pcm)
+
+
+def _crossfade(before: Frame, after: Frame) -> Frame:
+    """``after`` with its start faded in from the start of ``before`` (which follows on from what was
+    played last), so skipping ``before`` leaves no step in the waveform."""
+    w = min(DROP_CROSSFADE_SAMPLES, len(before), len(after))
+    out = after.copy()
+    fade_in = _FADE_IN[:w] if w == DROP_CROSSFADE_SAMPLES else (np.arange(w, dtype=np.float32) + 0.5) / w
+    mixed = before[:w] * (1 - fade_in) + after[:w] * fade_in
+    out[:w] = np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
+    return out
 
 
 class Downlink:
-    """Everything one port hears: a stream per remote sender, mixed."""
+    """Everything one port hears: a stream per remote sender, mixed.
 
-    def __init__(self, groups: tuple[str, ...], depth_ms: int) -> None:
+    ``depth_ms`` is the floor of each sender's adaptive jitter-buffer target (what a clean network
+    costs), ``max_delay_ms`` its ceiling (raised to the floor if lower); ``clock`` returns monotonic
+    seconds and stamps arrivals and pulls.
+    """
+
+    def __init__(self, groups: tuple[str, ...], depth_ms: int, *, max_delay_ms: int = 200,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.groups = groups
         self.depth_ms = depth_ms
+        self.max_delay_ms = max_delay_ms
+        self._clock = clock
         self.senders: dict[int, SenderStream] = {}
         self.receiving = False
         """True while at least one sender produced audio in the last pull."""
@@ -138,23 +276,25 @@ class Downlink:
         self._priority_row = np.zeros(MAX_MIXED, dtype=bool)
 
     def receive(self, group: str, packet: RtpPacket) -> None:
-        """A packet for one of this port's groups."""
+        """A packet for one of this port's groups (its arrival time is taken now)."""
         if group not in self.groups:
             return
+        arrival_ms = self._clock() * 1000
         stream = self.senders.get(packet.ssrc)
         if stream is None:
-            stream = SenderStream(packet.ssrc, group, self.depth_ms, packet.payload)
+            stream = SenderStream(packet.ssrc, group, self.depth_ms, packet.payload, self.max_delay_ms)
             self.senders[packet.ssrc] = stream
-        stream.push(packet)
+        stream.push(packet, arrival_ms)
 
     def pull(self, n: int) -> Frame:
         """The next ``n`` samples of the mix (silence when nobody talks)."""
         if self._mixer is None or self._sources.shape[1] != n:
             self._mixer = Mixer(1, MAX_MIXED, frame_samples=n)
             self._sources = np.zeros((MAX_MIXED, n), dtype=np.float32)
+        now_ms = self._clock() * 1000
         active = 0
         for ssrc, stream in list(self.senders.items()):
-            audio = stream.pull(n)
+            audio = stream.pull(n, now_ms)
             if audio is not None:
                 if active == MAX_MIXED:
                     self.frames_over_capacity += 1
@@ -173,7 +313,8 @@ class Downlink:
         return out
 
     def totals(self) -> SenderStats:
-        """Counters summed over every sender heard (current and forgotten)."""
+        """Counters summed over every sender heard (current and forgotten); the gauges (jitter,
+        delay, target) are the largest among the current senders."""
         total = SenderStats(group="*")
         stats = [s.stats for s in self.senders.values()] + list(self.forgotten.values())
         for s in stats:
@@ -182,4 +323,24 @@ class Downlink:
             total.frames_concealed += s.frames_concealed
             total.frames_fec_tried += s.frames_fec_tried
             total.undecodable += s.undecodable
+            total.frames_fec_recovered += s.frames_fec_recovered
+            total.packets_late += s.packets_late
+            total.packets_duplicate += s.packets_duplicate
+            total.frames_dropped += s.frames_dropped
+            total.frames_inserted += s.frames_inserted
+        for s in (st.stats for st in self.senders.values()):
+            total.jitter_ms = max(total.jitter_ms, s.jitter_ms)
+            total.delay_ms = max(total.delay_ms, s.delay_ms)
+            total.target_ms = max(total.target_ms, s.target_ms)
         return total
+
+    def reception_report(self) -> dict[int, dict[str, Any]]:
+        """Per current sender SSRC: ``loss_fraction`` of its frames missing at their turn since the
+        previous call, ``frames`` and ``lost`` behind it, RFC 3550 ``jitter_ms``, and the buffer's
+        ``delay_ms`` and ``target_ms`` (for receiver reports driving the sender's adaptive FEC)."""
+        out: dict[int, dict[str, Any]] = {}
+        for ssrc, stream in self.senders.items():
+            r = stream.jitter.report()
+            out[ssrc] = {"loss_fraction": r.loss_fraction, "frames": r.frames, "lost": r.lost,
+                         "jitter_ms": r.jitter_ms, "delay_ms": r.delay_ms, "target_ms": r.target_ms}
+        return out

@@ -60,7 +60,8 @@ class Port:
         self.uplink = Uplink(
             codec, ssrc, self._send_packet, initial_sequence, initial_timestamp
         )
-        self.downlink = Downlink(settings.groups, network.jitter_ms)
+        self.downlink = Downlink(settings.groups, network.jitter_min_ms,
+                                 max_delay_ms=network.jitter_max_ms)
         self.chain = UplinkChain(settings.dsp, device.rate_hz)
         dsp = settings.dsp
         self.preroll = PreRoll(PROCESSING_RATE_HZ * dsp.vad_preroll_ms // 1000)

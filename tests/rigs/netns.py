@@ -1,0 +1,136 @@
+"""Network namespaces for tests that need real hosts: gateways as separate processes, each in a
+namespace of its own, joined by a veth pair, with iptables dropping packets where a test says.
+
+Needs root and iproute2 (and iptables for loss); ``scripts/install.sh test`` installs them. Every
+namespace, and therefore every address and rule in it, is the test's own and is deleted after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.sim.metrics import pesq_score
+
+REPO = Path(__file__).resolve().parents[2]
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ip"), reason="network namespaces need root and iproute2"
+)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@dataclass
+class Host:
+    """One namespace with one address on the shared link."""
+
+    netns: str
+    address: str
+
+    def cmd(self, *args: str) -> list[str]:
+        """``args`` run inside this namespace."""
+        return ["ip", "netns", "exec", self.netns, *args]
+
+    def gateway(self, *args: str, **popen: object) -> subprocess.Popen[str]:
+        """Start ``python -m gateway ARGS`` in this namespace (this checkout's code)."""
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        return subprocess.Popen(self.cmd(sys.executable, "-m", "gateway", *args), env=env,
+                                text=True, **popen)  # type: ignore[call-overload]
+
+    def drop_incoming_udp(self, probability: float) -> None:
+        """Drop that share of the UDP datagrams arriving here (iptables statistic match)."""
+        subprocess.run(self.cmd("iptables", "-A", "INPUT", "-p", "udp", "-m", "statistic",
+                                "--mode", "random", "--probability", f"{probability}", "-j", "DROP"),
+                       check=True, capture_output=True, text=True)
+
+    def dropped_by_iptables(self) -> int:
+        """Packets the INPUT DROP rule matched so far."""
+        out = subprocess.run(self.cmd("iptables", "-L", "INPUT", "-v", "-n", "-x"), check=True,
+                             capture_output=True, text=True).stdout
+        return sum(int(line.split()[0]) for line in out.splitlines() if "DROP" in line)
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[Host, Host]]:
+    """Two namespaces joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24."""
+    tag = uuid.uuid4().hex[:6]
+    hosts = (Host(f"gwA-{tag}", "10.77.0.1"), Host(f"gwB-{tag}", "10.77.0.2"))
+    made: list[str] = []
+    try:
+        for h in hosts:
+            _ip("netns", "add", h.netns)
+            made.append(h.netns)
+        _ip("link", "add", f"va{tag}", "netns", hosts[0].netns, "type", "veth", "peer", "name",
+            f"vb{tag}", "netns", hosts[1].netns)
+        for h, dev in zip(hosts, (f"va{tag}", f"vb{tag}"), strict=True):
+            _ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", dev)
+            _ip("-n", h.netns, "link", "set", dev, "up")
+            _ip("-n", h.netns, "link", "set", "lo", "up")
+        yield hosts
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def gateway_toml(
+    path: Path, gateway_id: str, address: str, peers: list[str], secret: str, *,
+    mic: Path | None = None, heard: Path | None = None, talk_mode: str = "ptt", extra: str = "",
+) -> Path:
+    """A gateway config for a namespace host: one unicast group 'ops', one WAV port."""
+    inp = f'wav_input = "{mic}"\n' if mic else ""
+    out = f'wav_output = "{heard}"\n' if heard else ""
+    path.write_text(f"""
+[gateway]
+id = "{gateway_id}"
+site = "nstest"
+state_dir = "{path.parent}"
+
+[mqtt]
+enabled = false
+
+[gpio]
+pin_factory = "mock"
+
+[network]
+bind_address = "{address}"
+
+[groups.ops]
+port = 5004
+peers = {peers!r}
+secret = "{secret}"
+
+[ports.radio]
+backend = "wav"
+device_rate_hz = 16000
+{inp}{out}talk_mode = "{talk_mode}"
+groups = ["ops"]
+{extra}""".replace("'", '"'))
+    return path
+
+
+def score_repetition(clip: np.ndarray, heard: np.ndarray, rate: int) -> float | None:
+    """PESQ of the best-matching whole repetition of ``clip`` in ``heard`` (a recording of the clip
+    played over and over with silence between), scored with 250 ms of context each side."""
+    x = heard.astype(np.float64)
+    ref = clip.astype(np.float64)
+    pad = rate // 4
+    if len(x) < len(ref) + 2 * pad:
+        return None
+    n = len(x) + len(ref)
+    corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)
+    lags = corr[pad: len(x) - len(ref) - pad]
+    lag = pad + int(np.argmax(lags))
+    context = np.zeros(pad)
+    return pesq_score(np.concatenate([context, ref, context]), x[lag - pad: lag + len(ref) + pad],
+                      rate)
