@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import secrets
@@ -20,7 +21,7 @@ import pylibsrtp
 
 from gateway.audio.device import AudioDevice
 from gateway.audio.wav import WavDevice
-from gateway.config import PROCESSING_RATE_HZ, Config, PortSettings
+from gateway.config import PROCESSING_RATE_HZ, Config, GroupSettings, PortSettings
 from gateway.control.client import ControlPlane
 from gateway.control.topics import PortInfo
 from gateway.gpio.panel import Panel, make_pin_factory
@@ -165,6 +166,36 @@ class App:
                 for port in listeners:
                     port.receive(group, packet)
 
+    def reload(self, config: Config) -> list[str]:
+        """Apply what can change while running: talk-group secrets (a rotation). Each group whose
+        secret changed gets new keys and new epochs for its senders, and announces them; the other
+        groups, the ports and their devices carry on untouched. Returns the groups re-keyed; other
+        changes are logged as needing a restart."""
+        rekeyed = []
+        for g in config.groups:
+            old = self.transport.security.get(g.name)
+            if old is None:
+                continue
+            secret = load_secret(g.name, g.secret, config.gateway.state_dir)
+            if old.uses_secret(secret):
+                continue
+            sec = GroupSecurity(g.name, secret)
+            for port in self.ports.values():
+                if port.talk_group == g.name:
+                    sec.add_sender(port.ssrc, port.uplink.rtp.next_sequence)
+            sec.reports = functools.partial(self._reports_for, g.name)
+            self.transport.replace_security(g.name, sec)
+            rekeyed.append(g.name)
+            log.info("talk group %s: new secret, new keys announced", g.name)
+        if _without_secrets(config) != _without_secrets(self.config):
+            log.warning("reload: only talk-group secrets change while running; restart the gateway "
+                        "to apply the other changes")
+        self.config = dataclasses.replace(
+            self.config, groups=tuple(
+                dataclasses.replace(g, secret=new.secret)
+                for g, new in zip(self.config.groups, _matching(self.config, config), strict=True)))
+        return rekeyed
+
     async def _adapt_forever(self) -> None:
         """Once a second: measure what this box hears from each sender (for the reports our
         announcements carry) and set each of our senders' FEC from what its listeners report."""
@@ -267,6 +298,17 @@ class App:
                 "device": vars(port.device.stats).copy(),
             }
         return out
+
+
+def _without_secrets(config: Config) -> Config:
+    return dataclasses.replace(config, sources=(), groups=tuple(
+        dataclasses.replace(g, secret="") for g in config.groups))
+
+
+def _matching(current: Config, new: Config) -> list[GroupSettings]:
+    """``new``'s settings for each of ``current``'s groups (the current ones where it has none)."""
+    by_name = {g.name: g for g in new.groups}
+    return [by_name.get(g.name, g) for g in current.groups]
 
 
 @contextlib.asynccontextmanager

@@ -13,12 +13,14 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__, config
 from gateway.errors import ConfigError, DeviceError, GatewayError
+
+log = logging.getLogger("gateway")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -212,7 +214,19 @@ def _run(path: Path) -> int:
     cfg = config.load(path)
     from gateway.app import App
 
-    _run_until_signalled(App(cfg).run())
+    app = App(cfg)
+
+    def reload() -> None:
+        # SIGHUP (systemctl reload): a bad new config is refused and the running one kept.
+        try:
+            rekeyed = app.reload(config.load(path))
+        except GatewayError as exc:
+            log.error("reload refused, still running the previous configuration: %s", exc)
+            return
+        log.info("reloaded %s: %s", path, ", ".join(f"group {g} re-keyed" for g in rekeyed)
+                 or "no secret changed")
+
+    _run_until_signalled(app.run(), on_hangup=reload)
     return 0
 
 
@@ -286,18 +300,24 @@ def _dsp_file(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_until_signalled(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run ``coro`` on a fresh loop; SIGTERM cancels it like Ctrl-C does, so cleanup always runs."""
+def _run_until_signalled(
+    coro: Coroutine[Any, Any, Any], on_hangup: Callable[[], None] | None = None
+) -> Any:
+    """Run ``coro`` on a fresh loop; SIGTERM cancels it like Ctrl-C does, so cleanup always runs.
+    SIGHUP calls ``on_hangup`` on the loop, when given."""
 
     async def main() -> Any:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if task is not None:
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        if on_hangup is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
         try:
             return await coro
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
+            loop.remove_signal_handler(signal.SIGHUP)
 
     try:
         return asyncio.run(main())

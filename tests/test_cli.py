@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from gateway.sim.broker import Mosquitto
@@ -73,6 +74,14 @@ def test_run_announces_notifies_and_stops_cleanly(tmp_path: Path, mosquitto: Mos
             assert online is not None
             port = watch.wait_for(lambda m: m.topic.endswith("desk-1/ports/radio"), timeout_s=5)
             assert port is not None and port.json()["groups"] == ["ops"]
+            # A rotated secret is picked up on SIGHUP (systemctl reload); a broken one is refused.
+            key_file.write_text("z" * 40 + "\n")
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            key_file.write_text("short\n")
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            assert proc.poll() is None
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=15)
         finally:
@@ -80,6 +89,9 @@ def test_run_announces_notifies_and_stops_cleanly(tmp_path: Path, mosquitto: Mos
                 proc.kill()
             notify.close()
         assert proc.returncode == 0, err
+        assert "group ops re-keyed" in err
+        assert "reload refused" in err and "must be at least 32 characters" in err
+        assert "z" * 40 not in err
         offline = watch.wait_for(
             lambda m: m.topic.endswith("desk-1/presence") and m.json()["state"] == "offline",
             timeout_s=5,

@@ -124,6 +124,11 @@ class RtpSender:
         self.packets_sent = 0
         self.octets_sent = 0
 
+    @property
+    def next_sequence(self) -> int:
+        """The sequence number the next packet will carry."""
+        return self._seq
+
     def start_spurt(self) -> None:
         """The next packet begins a talk spurt (marker bit set, RFC 3551 section 4.1)."""
         self._spurt_start = True

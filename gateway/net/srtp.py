@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import hmac
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,10 @@ class GroupSecurity:
         self._heard_reports: dict[int, dict[bytes, tuple[announce.Report, float]]] = {}
         self.wake: Callable[[], None] | None = None
         """Called when we want to announce because of something we did (a new sender, a new epoch)."""
+
+    def uses_secret(self, secret: bytes) -> bool:
+        """True if this group's keys come from ``secret`` (compared in constant time)."""
+        return hmac.compare_digest(self._secret, secret)
 
     # -- sending ---------------------------------------------------------------------------------
 

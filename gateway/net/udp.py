@@ -151,6 +151,12 @@ class UdpTransport:
         self.received += 1
         self._sink(group, result)
 
+    def replace_security(self, group: str, security: GroupSecurity) -> None:
+        """Use new keys for ``group`` from now on (its secret changed); announce them at once."""
+        security.wake = self._announce_wake.set
+        self.security[group] = security
+        self._announce_wake.set()
+
     @staticmethod
     def _now() -> float:
         return time.monotonic()
