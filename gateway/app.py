@@ -109,6 +109,10 @@ class App:
                 [PortInfo(p.name, p.talk_mode, p.groups, p.talk_group) for p in config.ports],
             )
             self.control.on_link = self._link_changed
+            # Announcements also go through the broker (retained), so boxes that share a broker
+            # but not a LAN segment, or whose multicast is filtered, still learn each other's keys.
+            self.control.on_announcement = self.transport.announcement_received
+            self.transport.on_announced = self.control.publish_announcement
         factory = make_pin_factory(config.gpio.pin_factory) if pin_factory is _AUTO else pin_factory
         self.panel = Panel(config.gpio, config.ports, pin_factory=factory)
         self.notifier = notifier or Notifier()

@@ -63,6 +63,8 @@ class ControlStats:
     """Messages paho refused, or the broker rejected in its PUBACK."""
     unknown_ports: int = 0
     """``set_port_state`` calls naming a port this gateway doesn't have (ignored)."""
+    announcements_received: int = 0
+    """Other gateways' voice announcements handed to the voice transport (which checks them)."""
 
 
 class _ConnectFailed(Exception):
@@ -120,6 +122,11 @@ class ControlPlane:
         self._failing = False
         self._unknown_logged: set[str] = set()
         self._json = _json_properties(PacketTypes.PUBLISH)
+        self._binary = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self._binary.ContentType = "application/octet-stream"
+        self._voice_announcements: dict[str, bytes] = {}
+        self.on_announcement: Callable[[str, bytes], None] | None = None
+        """Called on the loop with (group, datagram) for another gateway's voice announcement."""
 
     # -- public -------------------------------------------------------------------------------
 
@@ -153,6 +160,15 @@ class ControlPlane:
                 await asyncio.sleep(backoff.next())
         finally:
             self._running = False
+
+    def publish_announcement(self, group: str, data: bytes) -> None:
+        """Keep our latest voice announcement for ``group`` retained on the broker (when linked;
+        the latest is published again after every reconnect)."""
+        self._voice_announcements[group] = data
+        link = self._link
+        if link is not None and link.up:
+            self._publish(link, self.topics.announce(group), data, topics.ANNOUNCE_QOS,
+                          properties=self._binary)
 
     def set_port_state(
         self, port: str, *, talking: bool | None = None, receiving: bool | None = None
@@ -234,6 +250,7 @@ class ControlPlane:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -314,6 +331,11 @@ class ControlPlane:
         )
         for name in self._ports:
             self._publish_port(link, name)
+        for group, data in self._voice_announcements.items():
+            self._publish(link, self.topics.announce(group), data, topics.ANNOUNCE_QOS,
+                          properties=self._binary)
+        if self.on_announcement is not None:
+            link.client.subscribe(self.topics.all_announcements, qos=topics.ANNOUNCE_QOS)
 
     def _publish_port(self, link: _Link, name: str) -> None:
         talking, receiving = self._state[name]
@@ -321,10 +343,12 @@ class ControlPlane:
                                     receiving=receiving)
         self._publish(link, self.topics.port(name), payload, topics.PORT_QOS)
 
-    def _publish(self, link: _Link, topic: str, payload: bytes, qos: int) -> int | None:
+    def _publish(self, link: _Link, topic: str, payload: bytes, qos: int,
+                 properties: Properties | None = None) -> int | None:
         """Hand one retained message to paho; its message id, or None (counted) if refused."""
         try:
-            info = link.client.publish(topic, payload, qos=qos, retain=True, properties=self._json)
+            info = link.client.publish(topic, payload, qos=qos, retain=True,
+                                       properties=properties or self._json)
         except (ValueError, OSError) as exc:
             self.stats.publish_failures += 1
             log.warning("cannot publish to %s: %s", topic, exc)
@@ -386,6 +410,22 @@ class ControlPlane:
         self, client: mqtt.Client, link: _Link, mid: int, reason: ReasonCode, props: Properties
     ) -> None:
         self._cross(self._acked, link, mid, reason)
+
+    def _on_message(self, client: mqtt.Client, link: _Link, message: mqtt.MQTTMessage) -> None:
+        self._cross(self._message, link, message.topic, bytes(message.payload))
+
+    def _message(self, link: _Link, topic: str, payload: bytes) -> None:
+        where = self.topics.parse_announce(topic)
+        if not self._current(link) or where is None or self.on_announcement is None:
+            return
+        gateway_id, group = where
+        if gateway_id == self._gateway.id or not payload:
+            return
+        self.stats.announcements_received += 1
+        try:
+            self.on_announcement(group, payload)
+        except Exception:  # the handler counts bad announcements; a bug must not end the link
+            log.exception("voice announcement from %s on %r failed", gateway_id, group)
 
     def _on_socket_open(self, client: mqtt.Client, link: _Link, sock: Any) -> None:
         self._cross(self._socket_opened, link, sock)

@@ -21,6 +21,11 @@ PRESENCE_TOPIC = "{root}/gateways/{gateway}/presence"
 """Retained presence of one gateway (``online`` / ``offline``), with the last will on it."""
 PORT_TOPIC = "{root}/gateways/{gateway}/ports/{port}"
 """Retained state of one port of one gateway."""
+ANNOUNCE_TOPIC = "{root}/gateways/{gateway}/announce/{group}"
+"""Retained binary voice announcement (:mod:`gateway.net.announce`): who sends on a talk group with
+which key epoch, authenticated with the group's key. The same bytes as the in-band LAN datagram."""
+ANNOUNCE_QOS = 0
+"""Announcements repeat every few seconds: a lost one is replaced by the next."""
 
 PRESENCE_QOS = 1
 """QoS of presence, its last will and the shutdown notice (all retained)."""
@@ -90,6 +95,26 @@ class Topics:
         """The state topic of this gateway's port ``name``."""
         _check_level(name)
         return PORT_TOPIC.format(root=self.root, gateway=self.gateway_id, port=name)
+
+    def announce(self, group: str) -> str:
+        """Where this gateway keeps its voice announcement for talk group ``group`` (retained)."""
+        _check_level(group)
+        return ANNOUNCE_TOPIC.format(root=self.root, gateway=self.gateway_id, group=group)
+
+    @property
+    def all_announcements(self) -> str:
+        """Filter matching every gateway's voice announcement on every group."""
+        return ANNOUNCE_TOPIC.format(root=self.root, gateway="+", group="+")
+
+    def parse_announce(self, topic: str) -> tuple[str, str] | None:
+        """(gateway id, group) of an announcement topic of this site, or None."""
+        prefix = f"{self.root}/gateways/"
+        if not topic.startswith(prefix):
+            return None
+        parts = topic[len(prefix):].split("/")
+        if len(parts) != 3 or parts[1] != "announce" or not parts[0] or not parts[2]:
+            return None
+        return parts[0], parts[2]
 
     @property
     def all_presence(self) -> str:

@@ -86,6 +86,8 @@ class UdpTransport:
         self.rejected: collections.Counter[str] = collections.Counter()
         """Dropped datagrams by reason (see :class:`gateway.net.rtp.Reject`)."""
         self.received = 0
+        self.on_announced: Callable[[str, bytes], None] | None = None
+        """Called with (group, datagram) after each announcement we send (the broker copy)."""
         self._announce_wake = asyncio.Event()
         for sec in self.security.values():
             sec.wake = self._announce_wake.set
@@ -124,11 +126,7 @@ class UdpTransport:
         if sec is None:
             return
         if announce.is_announcement(data):
-            refused = sec.on_announcement(data, self._now())
-            if refused is not None:
-                self._reject(refused, group, source)
-            elif sec.want_announce:
-                self._announce_wake.set()
+            self.announcement_received(group, data, source)
             return
         bad = rtp.check_header(data, self._payload_type, self._network.max_datagram_bytes)
         if bad is not None:
@@ -151,6 +149,18 @@ class UdpTransport:
         self.received += 1
         self._sink(group, result)
 
+    def announcement_received(self, group: str, data: bytes, source: object = "MQTT") -> None:
+        """An announcement for ``group``, heard in-band or relayed by the broker."""
+        sec = self.security.get(group)
+        if sec is None:
+            self.rejected["announce_unknown_group"] += 1
+            return
+        refused = sec.on_announcement(data, self._now())
+        if refused is not None:
+            self._reject(refused, group, source)
+        elif sec.want_announce:
+            self._announce_wake.set()
+
     def replace_security(self, group: str, security: GroupSecurity) -> None:
         """Use new keys for ``group`` from now on (its secret changed); announce them at once."""
         security.wake = self._announce_wake.set
@@ -172,7 +182,10 @@ class UdpTransport:
                 since = now - last.get(name, -1e9)
                 if since >= self._announce_period(sec):
                     last[name] = now
-                    self.send(name, sec.announcement(now))
+                    data = sec.announcement(now)
+                    self.send(name, data)
+                    if self.on_announced is not None:
+                        self.on_announced(name, data)
                     since = 0.0
                 wait = min(wait, max(self._announce_period(sec) - since, 0.001))
             self._announce_wake.clear()

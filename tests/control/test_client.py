@@ -388,3 +388,31 @@ def test_duplicate_or_unusable_port_names_are_refused() -> None:
         ControlPlane(_settings(1883), GW, [PORTS[0], PORTS[0]])
     with pytest.raises(ValueError):
         ControlPlane(_settings(1883), GW, [PortInfo("a/b", "ptt", (), "")])
+
+
+# -- voice announcements over the broker --------------------------------------------------------
+
+
+async def test_voice_announcements_are_retained_and_relayed_to_other_gateways(
+    mosquitto: Mosquitto,
+) -> None:
+    a = _plane(mosquitto.port)
+    b = ControlPlane(_settings(mosquitto.port), GatewaySettings(id="gw-b", site="test"), PORTS)
+    heard_a: list[tuple[str, bytes]] = []
+    heard_b: list[tuple[str, bytes]] = []
+    a.on_announcement = lambda g, d: heard_a.append((g, d))
+    b.on_announcement = lambda g, d: heard_b.append((g, d))
+    a.publish_announcement("ops", b"GWA\x01before-connect")  # kept, published once linked
+    async with _running(a):
+        await _until(lambda: a.connected, what="a linked")
+        a.publish_announcement("ops", b"GWA\x01latest")
+        await asyncio.sleep(0.3)  # let the loop write it before the (blocking) collector subscribes
+        with Collector(mosquitto.port, TOPICS.announce("ops")) as watch:
+            msg = await watch.expect(lambda m: m.payload == b"GWA\x01latest", what="retained")
+        assert msg.retain and msg.topic == "gateway/v1/test/gateways/gw-a/announce/ops"
+        async with _running(b):  # b comes later: it gets the retained one at once
+            await _until(lambda: heard_b == [("ops", b"GWA\x01latest")], what="b hears a")
+            b.publish_announcement("maint", b"GWA\x01from-b")
+            await _until(lambda: ("maint", b"GWA\x01from-b") in heard_a, what="a hears b")
+    assert all(g != "ops" for g, _ in heard_a)  # never its own
+    assert b.stats.announcements_received == 1
