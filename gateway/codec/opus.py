@@ -146,3 +146,46 @@ def packet_samples(payload: bytes, rate_hz: int) -> int:
     if frames == 0 or total_us > MAX_FRAME_MS * 1000:
         return 0
     return rate_hz * total_us // 1_000_000
+
+
+def has_fec(payload: bytes) -> bool:
+    """True if an Opus packet carries in-band FEC (LBRR) for the frame before it.
+
+    libopus 1.5's ``opus_packet_has_lbrr`` in Python (the box has 1.3.1): only SILK and hybrid frames
+    carry LBRR; the first SILK frame's range-coded header starts with one VAD flag per 20 ms and then
+    the LBRR flag, each coded with probability 1/2, so they are plain bits at the top of the frame's
+    first byte (RFC 6716 section 4.2.3). The frame is found per RFC 6716 section 3.2.
+    """
+    n = len(payload)
+    if n < 2:
+        return False
+    toc = payload[0]
+    config = toc >> 3
+    if config >= 16:  # CELT only: no LBRR
+        return False
+    silk_frames = max(1, (10, 20, 40, 60)[config & 3] // 20) if config < 12 else 1
+    stereo = bool(toc & 0x04)
+    code = toc & 3
+    offset = 1
+    if code == 2:
+        offset += 1 if payload[1] < 252 else 2
+    elif code == 3:
+        frames = payload[1] & 0x3F
+        vbr, padded = payload[1] & 0x80, payload[1] & 0x40
+        offset = 2
+        if padded:
+            while offset < n and payload[offset] == 255:
+                offset += 1
+            offset += 1
+        if vbr:
+            for _ in range(frames - 1):
+                if offset >= n:
+                    return False
+                offset += 1 if payload[offset] < 252 else 2
+    if offset >= n:
+        return False
+    first = payload[offset]
+    lbrr = (first >> (7 - silk_frames)) & 1
+    if stereo:
+        lbrr |= (first >> (6 - 2 * silk_frames)) & 1
+    return bool(lbrr)

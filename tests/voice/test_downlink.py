@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from gateway.audio.wav import read_wav
-from gateway.codec.opus import OpusEncoder
+from gateway.codec.opus import OpusEncoder, has_fec
 from gateway.net import rtp
-from gateway.voice.downlink import Downlink, has_fec
+from gateway.voice.downlink import Downlink
 
 SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "speech" / "speech.wav"
 TICK = 320  # 20 ms at 16 kHz
