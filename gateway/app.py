@@ -297,6 +297,8 @@ class App:
                 "packets_received": t.packets_received,
                 "packets_lost": t.packets_lost,
                 "frames_concealed": t.frames_concealed,
+                "frames_fec_recovered": t.frames_fec_recovered,
+                "fec_on": port.uplink.encoder.fec,
                 "capture_dropped": port.capture.dropped if port.capture else 0,
                 "playback_dropped_samples": port.playback.dropped_samples,
                 "device": vars(port.device.stats).copy(),

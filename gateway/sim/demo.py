@@ -60,6 +60,7 @@ class Listener:
     packets_received: int
     packets_lost: int
     frames_concealed: int
+    frames_fec_recovered: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class DemoResult:
                     "packets_received": li.packets_received,
                     "packets_lost": li.packets_lost,
                     "frames_concealed": li.frames_concealed,
+                    "frames_fec_recovered": li.frames_fec_recovered,
                 }
                 for li in self.listeners
             ],
@@ -200,7 +202,7 @@ async def run_demo(
             listeners.append(Listener(
                 cfg.gateway.id, site.PORT_NAME, result.delay_ms, result.pesq, result.pesq_mode,
                 counters[i]["packets_received"], counters[i]["packets_lost"],
-                counters[i]["frames_concealed"],
+                counters[i]["frames_concealed"], counters[i]["frames_fec_recovered"],
             ))
         return DemoResult(
             clip=str(clip_path), clip_seconds=len(clip) / rate, rate_hz=rate,
@@ -258,14 +260,15 @@ def format_table(result: DemoResult) -> str:
     lines += [
         "",
         f"{'listener':<14}{'delay_ms':>10}{'pesq':>8}{'mode':>6}{'received':>10}"
-        f"{'lost':>6}{'concealed':>11}",
+        f"{'lost':>6}{'fec':>5}{'concealed':>11}",
     ]
     for li in result.listeners:
         delay = "-" if li.delay_ms is None else f"{li.delay_ms:.1f}"
         pesq = "-" if li.pesq is None else f"{li.pesq:.2f}"
         lines.append(
             f"{li.gateway + '/' + li.port:<14}{delay:>10}{pesq:>8}{li.pesq_mode:>6}"
-            f"{li.packets_received:>10}{li.packets_lost:>6}{li.frames_concealed:>11}"
+            f"{li.packets_received:>10}{li.packets_lost:>6}{li.frames_fec_recovered:>5}"
+            f"{li.frames_concealed:>11}"
         )
     lines.append(f"\nfinished in {result.wall_seconds:.1f} s")
     return "\n".join(lines)
