@@ -415,6 +415,11 @@ class ImpairedHub:
         except OSError as exc:
             message = f"impairment hub cannot bind {_name(self._bind)}: {exc.strerror}"
             raise OSError(exc.errno, message) from exc
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A relay takes every member's traffic at once: give it room for a burst (a busy loop
+            # must not turn into loss nobody asked for). The kernel caps it at net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self._loop, self._transport, self._t0 = loop, transport, loop.time()
 
     async def __aenter__(self) -> ImpairedHub:
