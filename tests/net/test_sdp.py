@@ -23,12 +23,10 @@ from gateway.audio.wav import read_wav, write_wav
 from gateway.config import GroupSettings
 from gateway.net import keys
 from gateway.net.sdp import SenderKey, build_sdp
-from gateway.sim.metrics import pesq_score
+from tests.rigs.netns import needs_root, score_repetition
 from tests.rigs.voice import SPEECH
 
 REPO = Path(__file__).resolve().parents[2]
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
-                                reason="network namespaces need root and iproute2")
 
 
 def test_sdp_text_names_the_stream_and_key() -> None:
@@ -110,7 +108,7 @@ def test_ffmpeg_decodes_a_talker_from_the_exported_sdp(tmp_path: Path, netns: st
     try:
         time.sleep(1.0)
         sdp = subprocess.run([*inns, sys.executable, "-m", "gateway", "sdp", "--group", "ops",
-                              "--sender", "talker/radio", "--config", str(monitor_cfg)],
+                              "--sender", "talker/radio", "--wait-s", "3", "--config", str(monitor_cfg)],
                              env=env, capture_output=True, text=True, timeout=30)
         assert sdp.returncode == 0, sdp.stderr
         assert "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in sdp.stdout
@@ -129,18 +127,7 @@ def test_ffmpeg_decodes_a_talker_from_the_exported_sdp(tmp_path: Path, netns: st
         talker.communicate(timeout=20)
     heard, heard_rate = read_wav(heard_path)
     assert heard_rate == 16000 and len(heard) >= 4 * rate
-    # Find one whole repetition of the clip in what ffmpeg decoded and score it.
-    x = heard.astype(np.float64)
-    ref = clip.astype(np.float64)
-    n = len(x) + len(ref)
-    corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)[: len(x) - len(ref)]
-    lag = int(np.argmax(corr))
-    # Scored with 250 ms of the silence around it (see gateway.sim.metrics.score for why).
-    pad = rate // 4
-    assert pad <= lag <= len(x) - len(ref) - pad, "no whole repetition with context in the recording"
-    context = np.zeros(pad)
-    score = pesq_score(np.concatenate([context, ref, context]),
-                       x[lag - pad: lag + len(ref) + pad], rate)
+    score = score_repetition(clip, heard, rate)  # one whole repetition of the clip, with context
     assert score is not None and score >= 3.5, score
 
 
