@@ -324,10 +324,3 @@ class GroupSecurity:
         while len(self._retired) > MAX_RETIRED:
             self._retired.popitem(last=False)
         self.stats.senders_retired += 1
-
-    def forget(self) -> None:
-        """Retire every received sender (the group's secret changed: they must announce again)."""
-        for streams in self._in.values():
-            for s in streams:
-                self._retire(s)
-        self._in.clear()
