@@ -63,12 +63,15 @@ async def _run(tmp: Path, flood_per_s: int) -> tuple[float, int, int, int, dict[
             flood_sent, dict(rig.listener.transport.rejected))
 
 
-async def test_garbage_flood_at_20000_per_second_costs_under_1_percent_and_no_quality(
+async def test_garbage_flood_at_25000_per_second_costs_under_1_percent_and_no_quality(
     tmp_path: Path,
 ) -> None:
+    """Over 10^5 forged datagrams of four kinds interleaved with a real talk spurt, at 25,000 a
+    second (the issue asks for 20,000): nothing forged plays, the real stream loses < 1 % and its
+    PESQ stays within 0.1 of the same run without the flood."""
     clean_pesq, _, _, _, _ = await _run(tmp_path / "clean", 0)
-    pesq, sent, received, flood, rejected = await _run(tmp_path / "flood", 20_000)
-    assert flood >= 50_000  # 20,000/s for the whole talk spurt and around it
+    pesq, sent, received, flood, rejected = await _run(tmp_path / "flood", 25_000)
+    assert flood >= 100_000
     assert received >= 0.99 * sent, (received, sent)
     assert abs(pesq - clean_pesq) <= 0.1, (pesq, clean_pesq)
     # Nothing from the flood was played: only the talker reached the downlink, and the flood was
