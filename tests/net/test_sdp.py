@@ -108,7 +108,7 @@ def test_ffmpeg_decodes_a_talker_from_the_exported_sdp(tmp_path: Path, netns: st
     try:
         time.sleep(1.0)
         sdp = subprocess.run([*inns, sys.executable, "-m", "gateway", "sdp", "--group", "ops",
-                              "--sender", "talker/radio", "--wait-s", "3", "--config", str(monitor_cfg)],
+                              "--sender", "talker/radio", "--config", str(monitor_cfg)],
                              env=env, capture_output=True, text=True, timeout=30)
         assert sdp.returncode == 0, sdp.stderr
         assert "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in sdp.stdout
