@@ -129,7 +129,11 @@ def score_repetition(clip: np.ndarray, heard: np.ndarray, rate: int) -> float | 
         return None
     n = len(x) + len(ref)
     corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)
-    lags = corr[pad: len(x) - len(ref) - pad]
+    # Normalised by each window's energy: the raw product favours loud stretches (the talker's AGC
+    # raises the level over the first repetitions), not the stretch that matches.
+    energy = np.concatenate([[0.0], np.cumsum(x * x)])
+    window = np.sqrt(energy[len(ref):] - energy[: len(x) - len(ref) + 1]) + 1e-9
+    lags = corr[pad: len(x) - len(ref) - pad] / window[pad: len(x) - len(ref) - pad]
     lag = pad + int(np.argmax(lags))
     context = np.zeros(pad)
     return pesq_score(np.concatenate([context, ref, context]), x[lag - pad: lag + len(ref) + pad],
