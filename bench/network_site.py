@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import math
 import random
-import socket
 import threading
 import time
 import wave
@@ -170,25 +169,10 @@ class PhasedWavDevice(WavDevice):
         self._thread.start()
 
 
-def _udp_free(address: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
-
-
 def site_layout(slot: int, rng: random.Random) -> tuple[site.SiteLayout, str]:
     """Addresses for site ``slot`` (127.0.slot.11 and .12) and its hub (127.0.slot.9), on a UDP port
     free on all three."""
-    addresses = (f"127.0.{slot}.11", f"127.0.{slot}.12")
-    hub = f"127.0.{slot}.9"
-    for _ in range(50):
-        port = rng.randrange(20000, 60000, 2)
-        if all(_udp_free(a, port) for a in (*addresses, hub)):
-            return site.SiteLayout(addresses, f"239.255.{slot}.1", port), hub
-    raise OSError(f"no free UDP port on 127.0.{slot}.x")
+    return site.pick_layout(2, rng, subnet=slot), f"127.0.{slot}.9"
 
 
 def seed_links_by_role(hub: ImpairedHub, members: list[Address], seed: int) -> None:

@@ -47,14 +47,17 @@ class SiteLayout:
 
 
 def pick_layout(
-    gateways: int, rng: random.Random | None = None, first_host: int = 11
+    gateways: int, rng: random.Random | None = None, first_host: int = 11, subnet: int = 0
 ) -> SiteLayout:
-    """Loopback addresses (127.0.0.first_host, ...), a multicast group and a UDP port free on all."""
+    """Loopback addresses (127.0.subnet.first_host, ...), a multicast group and a UDP port free on
+    all of them and on the subnet's hub address (127.0.subnet.9: :data:`HUB_ADDRESS` for subnet 0;
+    other subnets let several simulated sites run side by side)."""
     rng = rng or random.Random()
-    addresses = tuple(f"127.0.0.{first_host + i}" for i in range(gateways))
+    addresses = tuple(f"127.0.{subnet}.{first_host + i}" for i in range(gateways))
+    hub = f"127.0.{subnet}.9"
     for _ in range(50):
         port = rng.randrange(20000, 60000, 2)
-        if all(_udp_free(a, port) for a in (*addresses, HUB_ADDRESS)):
+        if all(_udp_free(a, port) for a in (*addresses, hub)):
             multicast = f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
             return SiteLayout(addresses, multicast, port)
     raise OSError("no free UDP port found on the loopback addresses")
