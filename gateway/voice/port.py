@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 
 from gateway.audio.bridge import CaptureBridge, Frame, PlaybackQueue
@@ -50,6 +51,7 @@ class Port:
         send: Callable[[str, bytes], None],
         initial_sequence: int = 0,
         initial_timestamp: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -61,7 +63,7 @@ class Port:
             codec, ssrc, self._send_packet, initial_sequence, initial_timestamp
         )
         self.downlink = Downlink(settings.groups, network.jitter_min_ms,
-                                 max_delay_ms=network.jitter_max_ms)
+                                 max_delay_ms=network.jitter_max_ms, clock=clock)
         self.chain = UplinkChain(settings.dsp, device.rate_hz)
         dsp = settings.dsp
         self.preroll = PreRoll(PROCESSING_RATE_HZ * dsp.vad_preroll_ms // 1000)

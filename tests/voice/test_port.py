@@ -21,6 +21,17 @@ from gateway.voice.port import Port
 from tests.rigs.voice import SPEECH
 
 
+class _Clock:
+    """Monotonic seconds that move only when the test ticks: arrival times (and so the adaptive
+    jitter buffer's decisions) don't depend on how fast the machine runs the loop."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class _Device:
     """Just the attributes a Port reads; ticks are driven by the test."""
 
@@ -31,10 +42,12 @@ class _Device:
         self.stats = DeviceStats()
 
 
-def _talk(talker: Port, listener: Port, said: np.ndarray, n: int) -> np.ndarray:
-    """Tick both ports frame by frame; what the listener played."""
+def _talk(talker: Port, listener: Port, said: np.ndarray, n: int, clock: _Clock) -> np.ndarray:
+    """Tick both ports frame by frame (the clock moves one frame per tick); what the listener
+    played."""
     heard = []
     for i in range(len(said) // n):
+        clock.now += n / talker.device.rate_hz
         talker.tick(said[i * n:(i + 1) * n])
         listener.tick(np.zeros(n, np.int16))
         heard.append(listener.playback.read(n))
@@ -53,15 +66,16 @@ def test_speech_through_two_ports(rate: int) -> None:
         assert isinstance(packet, rtp.RtpPacket)
         listener.receive(group, packet)
 
+    clock = _Clock()
     listener = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 2,
-                    lambda g, d: None)
+                    lambda g, d: None, clock=clock)
     talker = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver)
     n = rate // 50
     lead = n * 25
     said = np.concatenate([np.zeros(lead, np.int16), clip, np.zeros(n * 25, np.int16)])
     said = said[: len(said) // n * n]
     talker.set_ptt(True)
-    result = score(said, _talk(talker, listener, said, n), rate, lead, len(clip))
+    result = score(said, _talk(talker, listener, said, n, clock), rate, lead, len(clip))
     assert result.pesq is not None and result.pesq >= 4.0, result
     # Jitter buffer (40 ms) + one tick of playback + codec and resampler delays, and no more.
     assert result.delay_ms is not None and result.delay_ms < 75, result
@@ -125,14 +139,16 @@ def test_hands_free_speech_is_heard_whole() -> None:
         assert isinstance(packet, rtp.RtpPacket)
         listener.receive(group, packet)
 
-    listener = Port(listen, CodecSettings(), NetworkSettings(), _Device(rate), 2, lambda g, d: None)
+    clock = _Clock()
+    listener = Port(listen, CodecSettings(), NetworkSettings(), _Device(rate), 2, lambda g, d: None,
+                    clock=clock)
     talker = Port(talk, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver)
     n = rate // 50
     lead = n * 75
     room = (np.random.default_rng(12).standard_normal(lead + len(clip) + n * 60) * 30).astype(np.int16)
     said = room.copy()
     said[lead: lead + len(clip)] += clip
-    result = score(said, _talk(talker, listener, said, n), rate, lead, len(clip))
+    result = score(said, _talk(talker, listener, said, n, clock), rate, lead, len(clip))
     assert result.pesq is not None and result.pesq >= 3.5, result
     assert result.delay_ms is not None and 200 <= result.delay_ms < 300, result
 
