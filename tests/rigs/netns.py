@@ -121,7 +121,9 @@ groups = ["ops"]
 
 def score_repetition(clip: np.ndarray, heard: np.ndarray, rate: int) -> float | None:
     """PESQ of the best-matching whole repetition of ``clip`` in ``heard`` (a recording of the clip
-    played over and over with silence between), scored with 250 ms of context each side."""
+    played over and over with silence between), scored with 250 ms of context each side. The
+    recording must be long enough to hold a whole repetition at any phase (one period, plus the
+    clip, plus 500 ms): otherwise the best partial match is scored, and scores low."""
     x = heard.astype(np.float64)
     ref = clip.astype(np.float64)
     pad = rate // 4
