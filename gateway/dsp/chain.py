@@ -3,10 +3,12 @@
     device audio (int16, device rate) -> resample to 16 kHz -> high-pass -> noise suppression
     (its analysis also feeds) -> voice activity -> AGC (frozen without speech) -> limiter -> int16
 
-The stages after resampling run on 20 ms blocks (:data:`BLOCK`); whatever the resampler hands over
-is cut into blocks here, so a device whose 20 ms isn't a whole number of 16 kHz samples (44.1 kHz)
-still works. Each stage can be switched off in config; the analysis the voice detector needs runs
-whenever the chain runs (with suppression off it only listens and passes audio through unchanged).
+The stages after resampling run on blocks of the codec's frame (20 ms, or 10 ms when the codec sends
+10 ms frames: a 20 ms block would hold the first half back 10 ms and send packets in pairs);
+whatever the resampler hands over is cut into blocks here, so a device whose frame isn't a whole
+number of 16 kHz samples (44.1 kHz) still works. Each stage can be switched off in config; the
+analysis the voice detector needs runs whenever the chain runs (with suppression off it only
+listens and passes audio through unchanged).
 Latency: the resampler's ~1 ms (2 ms from 8 kHz) plus 6 ms of the noise suppressor's overlap-add;
 measured through the whole chain with speech: 5.8 ms from 16 kHz, 6.9 ms from 48 kHz (bench/dsp.py).
 """
@@ -23,7 +25,7 @@ from gateway.config import PROCESSING_RATE_HZ, DspSettings
 from gateway.dsp.agc import AutomaticGain
 from gateway.dsp.filters import HighPass
 from gateway.dsp.limiter import SoftLimiter
-from gateway.dsp.ns import BLOCK, NoiseSuppressor
+from gateway.dsp.ns import HOP, NoiseSuppressor
 from gateway.dsp.resample import Resampler
 from gateway.dsp.vad import VoiceActivityDetector
 
@@ -41,19 +43,24 @@ class _Stage:
 class UplinkChain:
     """The uplink processing of one port, from device frames to 16 kHz int16 for the encoder."""
 
-    def __init__(self, settings: DspSettings, device_rate_hz: int) -> None:
+    def __init__(self, settings: DspSettings, device_rate_hz: int, block_ms: int = 20) -> None:
+        if block_ms not in (10, 20):
+            raise ValueError(f"block_ms must be 10 or 20, got {block_ms}")
         self.settings = settings
         self.device_rate_hz = device_rate_hz
+        self.block = block_ms * PROCESSING_RATE_HZ // 1000
+        """Samples (16 kHz) per block of the stages after the resampler."""
         self.resampler = Resampler(device_rate_hz, PROCESSING_RATE_HZ)
         self.highpass = HighPass(settings.highpass_hz) if settings.highpass_hz > 0 else None
-        self.ns = NoiseSuppressor(settings.ns_max_attenuation_db, suppress=settings.noise_suppression)
+        self.ns = NoiseSuppressor(settings.ns_max_attenuation_db, suppress=settings.noise_suppression,
+                                  hops=self.block // HOP)
         self.vad = VoiceActivityDetector(
             settings.vad_threshold, settings.vad_release, settings.vad_hangover_ms
         )
         self.agc = (
             AutomaticGain(
                 settings.agc_target_dbfs, settings.agc_max_gain_db, attack_ms=settings.agc_attack_ms,
-                release_ms=settings.agc_release_ms,
+                release_ms=settings.agc_release_ms, block_samples=self.block,
             )
             if settings.agc else None
         )
@@ -63,7 +70,7 @@ class UplinkChain:
         self.block_speech = False
         """True when the voice detector called any hop speech in the audio the last call to
         :meth:`process` returned (or, inside :meth:`run_block`, in the block being processed)."""
-        self._fifo = np.zeros(4 * BLOCK, dtype=np.float32)
+        self._fifo = np.zeros(4 * self.block, dtype=np.float32)
         self._fill = 0
         self.stages: list[tuple[str, object]] = [("resample", _Stage(self._resample))]
         if self.highpass is not None:
@@ -83,24 +90,25 @@ class UplinkChain:
     def process(self, frame: NDArray[np.int16]) -> NDArray[np.int16]:
         """One device frame in; the 16 kHz audio that completed whole blocks out (int16)."""
         fresh = self._resample(frame)
-        if self._fill == 0 and len(fresh) == BLOCK:  # every device rate but 44.1 kHz
+        block = self.block
+        if self._fill == 0 and len(fresh) == block:  # every device rate but 44.1 kHz
             return self._to_int16(self.run_block(fresh))
         need = self._fill + len(fresh)
         if need > len(self._fifo):
             self._fifo = np.concatenate([self._fifo[: self._fill], np.zeros(need, dtype=np.float32)])
         self._fifo[self._fill: need] = fresh
         self._fill = need
-        blocks = self._fill // BLOCK
-        out = np.empty(blocks * BLOCK, dtype=np.int16)
+        blocks = self._fill // block
+        out = np.empty(blocks * block, dtype=np.int16)
         speech = False  # a call may complete two blocks (or none): speech in any of them counts
         for b in range(blocks):
-            out[b * BLOCK: (b + 1) * BLOCK] = self._to_int16(
-                self.run_block(self._fifo[b * BLOCK: (b + 1) * BLOCK]))
+            out[b * block: (b + 1) * block] = self._to_int16(
+                self.run_block(self._fifo[b * block: (b + 1) * block]))
             speech = speech or self.block_speech
         self.block_speech = speech
-        rest = self._fill - blocks * BLOCK
+        rest = self._fill - blocks * block
         if blocks and rest:
-            self._fifo[:rest] = self._fifo[blocks * BLOCK: self._fill]
+            self._fifo[:rest] = self._fifo[blocks * block: self._fill]
         self._fill = rest
         return out
 
@@ -111,7 +119,7 @@ class UplinkChain:
         return y.astype(np.int16)
 
     def run_block(self, block: Block) -> Block:
-        """Run the 16 kHz stages on one block of :data:`BLOCK` float samples (full scale 1.0)."""
+        """Run the 16 kHz stages on one block of :attr:`block` float samples (full scale 1.0)."""
         x = block
         for stage in self._block_stages:
             x = stage.process(x)  # type: ignore[attr-defined]
@@ -124,7 +132,7 @@ class UplinkChain:
 
     def _vad(self, x: Block) -> Block:
         decisions = self.vad.update(self.ns.hop_llr)
-        self.block_speech = decisions[0] or decisions[1]
+        self.block_speech = any(decisions)
         return x
 
     def _agc(self, x: Block) -> Block:

@@ -54,7 +54,7 @@ RATE_HZ = 16000
 HOP = 160
 WINDOW = 256
 OVERLAP = WINDOW - HOP  # 96 samples = 6 ms: the latency of this stage
-BLOCK = 2 * HOP  # samples per call (20 ms)
+BLOCK = 2 * HOP  # samples per call at 20 ms frames; at 10 ms frames a call takes one hop
 BINS = WINDOW // 2 + 1
 
 #: Fixed a-priori SNR assumed under speech presence by the noise estimator (15 dB, as in the paper).
@@ -104,28 +104,48 @@ def _window() -> NDArray[np.float64]:
 
 
 class NoiseSuppressor:
-    """Per-port noise suppression on 20 ms blocks of float audio at 16 kHz (6 ms latency)."""
+    """Per-port noise suppression on blocks of one or two 10 ms hops of float audio at 16 kHz
+    (6 ms latency).
+
+    Two hops a call (20 ms blocks, the default) halves the per-call overhead that dominates the
+    cost; one hop a call is for 10 ms codec frames, where waiting for a second hop would add 10 ms
+    of delay and send packets in pairs.
+    """
 
     latency_samples = OVERLAP
 
-    def __init__(self, max_attenuation_db: float = 20.0, suppress: bool = True) -> None:
+    def __init__(self, max_attenuation_db: float = 20.0, suppress: bool = True, hops: int = 2) -> None:
+        if hops not in (1, 2):
+            raise ValueError(f"hops must be 1 or 2, got {hops}")
         self.gain_floor = 10 ** (-max_attenuation_db / 20)
         self.suppress = suppress
         """False: analyse only (for the VAD) and pass audio through untouched, with no latency."""
+        self.hops = hops
+        self.block = hops * HOP
+        """Samples per call."""
         f32 = np.float32
         self.window = _window().astype(f32)
-        self._history = np.zeros(OVERLAP + BLOCK, f32)  # last OVERLAP inputs, then the new block
+        self._history = np.zeros(OVERLAP + self.block, f32)  # last OVERLAP inputs, then the new block
         self._tail = np.zeros(OVERLAP, f32)  # synthesis overlap carried to the next block
-        self._frames = np.empty((2, WINDOW), f32)
+        self._frames = np.empty((hops, WINDOW), f32)
         self._frame_views = sliding_window_view(self._history, WINDOW)[::HOP]
-        self._spectra = np.empty((2, BINS), np.complex64)
-        self._synth = np.empty((2, WINDOW), f32)
-        self._local = np.empty((2, BINS), f32)
-        self._wide = np.empty((2, BINS), f32)
-        self._out = np.zeros(BLOCK, dtype=np.float32)
+        self._spectra = np.empty((hops, BINS), np.complex64)
+        self._synth = np.empty((hops, WINDOW), f32)
+        self._local = np.empty((hops, BINS), f32)
+        self._wide = np.empty((hops, BINS), f32)
+        self._out = np.zeros(self.block, dtype=np.float32)
         self._noise = np.zeros(BINS, f32)
         self._prev_clean = np.zeros(BINS, f32)  # DD·|G·Y|²/noise of the last hop, for xi
-        self._gains = np.ones((2, BINS), f32)
+        self._gains = np.ones((hops, BINS), f32)
+        # Per-call constants for the hop count: the noise update's weights (for two hops a·(1-a)
+        # and (1-a), one update per block), the minimum tracker's smoothing (0.7 per 20 ms) and
+        # its sub-window length, and the warm-up, so both block sizes follow the same time constants.
+        self._noise_decay = NOISE_SMOOTHING**hops
+        self._hop_weights = _TWO_HOP_WEIGHTS[2 - hops:].copy()
+        min_smoothing = _MIN_SMOOTHING ** (hops / 2)
+        self._min_smoothing = min_smoothing
+        self._sub_calls = _MIN_SUB_BLOCKS * 2 // hops
+        self._warmup_calls = _WARMUP_BLOCKS * 2 // hops
         self._blocks = 0
         self._smoothed_power = np.zeros(BINS, f32)
         self._sub_min = np.full(BINS, np.inf, f32)
@@ -137,8 +157,8 @@ class NoiseSuppressor:
         # The a-priori SNR floor sets how far the LSA gain pulls noise-only bins down; it follows the
         # strength (-25 dB at the default 20 dB) and the gain floor bounds the result.
         self._xi_min = 10 ** (-(max_attenuation_db + 5) / 10)
-        self._hop_pair = np.array([0.5 * (1 - _MIN_SMOOTHING)] * 2, f32)
-        self.hop_llr = np.zeros(2)
+        self._hop_pair = np.array([(1 - min_smoothing) / hops] * hops, f32)
+        self.hop_llr = np.zeros(hops)
         """Per hop of the last block: the highest sub-band mean log likelihood ratio of speech."""
 
     @property
@@ -147,11 +167,11 @@ class NoiseSuppressor:
         return self._noise
 
     def process(self, block: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Take exactly :data:`BLOCK` samples, return the same number (6 ms later when suppressing)."""
+        """Take exactly :attr:`block` samples, return the same number (6 ms later when suppressing)."""
         h = self._history
         h[OVERLAP:] = block
         np.multiply(self._frame_views, self.window, out=self._frames)
-        h[:OVERLAP] = h[BLOCK:]
+        h[:OVERLAP] = h[self.block:]
         spectra = self._spectra
         if _rfft_gufunc is not None:
             _rfft_gufunc(self._frames, 1.0, out=spectra)
@@ -174,9 +194,10 @@ class NoiseSuppressor:
         out = self._out
         out[:OVERLAP] = self._tail + frames[0, :OVERLAP]
         out[OVERLAP:HOP] = frames[0, OVERLAP:HOP]
-        out[HOP: HOP + OVERLAP] = frames[0, HOP:] + frames[1, :OVERLAP]
-        out[HOP + OVERLAP:] = frames[1, OVERLAP:HOP]
-        self._tail[:] = frames[1, HOP:]
+        if self.hops == 2:
+            out[HOP: HOP + OVERLAP] = frames[0, HOP:] + frames[1, :OVERLAP]
+            out[HOP + OVERLAP:] = frames[1, OVERLAP:HOP]
+        self._tail[:] = frames[-1, HOP:]
         return out
 
     def _floor_from_minimum(self, power: NDArray[np.float32], noise: NDArray[np.float32]) -> None:
@@ -189,11 +210,11 @@ class NoiseSuppressor:
         follows such a rise within that time, so the estimate is not allowed below half of it.
         """
         smoothed = self._smoothed_power
-        smoothed *= _MIN_SMOOTHING
+        smoothed *= self._min_smoothing
         smoothed += np.dot(self._hop_pair, power)
         np.minimum(self._sub_min, smoothed, out=self._sub_min)
         self._sub_count += 1
-        if self._sub_count == _MIN_SUB_BLOCKS:
+        if self._sub_count == self._sub_calls:
             self._sub_count = 0
             self._sub_mins[self._sub_index] = self._sub_min
             self._sub_index = (self._sub_index + 1) % _MIN_SUBWINDOWS
@@ -203,18 +224,19 @@ class NoiseSuppressor:
         np.maximum(noise, self._window_min, out=noise)
 
     def _analyse(self, power: NDArray[np.float32]) -> None:
-        """Noise update, a-priori SNR, likelihoods and gains for the block's two hops at once.
+        """Noise update, a-priori SNR, likelihoods and gains for the block's hops at once.
 
         Written for few numpy calls: on 2 x 129 values each call's overhead, not its arithmetic, is
         the cost, so expressions are fused and work is done in place.
         """
         noise = self._noise
-        if self._blocks < _WARMUP_BLOCKS:
+        if self._blocks < self._warmup_calls:
             # Start from the plain average of the first hops: one periodogram is too ragged a start
             # (bins that began low would read as speech until the minimum bound freed them).
-            n = 2 * self._blocks
-            noise *= n / (n + 2)
-            noise += (power[0] + power[1]) / (n + 2)
+            hops = self.hops
+            n = hops * self._blocks
+            noise *= n / (n + hops)
+            noise += (power[0] + power[1] if hops == 2 else power[0]) / (n + hops)
             self._blocks += 1
         # Both hops see the noise estimate and the decision-directed history from the start of the
         # block (10 ms stale for the second hop, a fraction of either's own time constant), which
@@ -232,8 +254,8 @@ class NoiseSuppressor:
         expected = power - noise
         expected *= spp
         np.subtract(power, expected, out=expected)
-        noise *= NOISE_SMOOTHING**2
-        noise += np.dot(_TWO_HOP_WEIGHTS, expected)
+        noise *= self._noise_decay
+        noise += np.dot(self._hop_weights, expected)
         self._floor_from_minimum(power, noise)
         # Decision-directed a-priori SNR xi.
         xi = gamma - 1
@@ -283,7 +305,7 @@ class NoiseSuppressor:
         log_gain += log_floor
         gains = np.exp(log_gain, out=self._gains)
         # The next block's decision-directed term starts from the last hop's clean SNR.
-        last = gains[1]
+        last = gains[-1]
         np.multiply(last, last, out=self._prev_clean)
-        self._prev_clean *= gamma[1]
+        self._prev_clean *= gamma[-1]
         self._prev_clean *= DD_WEIGHT

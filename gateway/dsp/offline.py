@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from gateway.config import PROCESSING_RATE_HZ, DspSettings
 from gateway.dsp.chain import UplinkChain
-from gateway.dsp.ns import BLOCK, HOP
+from gateway.dsp.ns import HOP
 
 Audio = NDArray[np.float32]
 
@@ -31,20 +31,22 @@ def _to_16k(x: Audio, rate_hz: int) -> Audio:
 def _run_blocks(chain: UplinkChain, pcm: Audio, tail: int = 0) -> Iterator[tuple[int, Audio]]:
     """Feed ``pcm`` plus ``tail`` samples of silence through the chain's block stages, zero-padded
     to whole blocks; yield each block's start and output."""
-    padded = np.zeros(-(-(len(pcm) + tail) // BLOCK) * BLOCK, dtype=np.float32)
+    block = chain.block
+    padded = np.zeros(-(-(len(pcm) + tail) // block) * block, dtype=np.float32)
     padded[: len(pcm)] = pcm
-    for i in range(0, len(padded), BLOCK):
-        yield i, chain.run_block(padded[i: i + BLOCK])
+    for i in range(0, len(padded), block):
+        yield i, chain.run_block(padded[i: i + block])
 
 
-def process_array(x: Audio, rate_hz: int, settings: DspSettings) -> Audio:
+def process_array(x: Audio, rate_hz: int, settings: DspSettings, block_ms: int = 20) -> Audio:
     """Run the uplink chain (no talk gate) over a whole recording; same rate and length out."""
-    chain = UplinkChain(settings, PROCESSING_RATE_HZ)
+    chain = UplinkChain(settings, PROCESSING_RATE_HZ, block_ms)
     pcm = _to_16k(x, rate_hz)
     delay = chain.latency_samples
-    out = np.empty(-(-(len(pcm) + delay) // BLOCK) * BLOCK, dtype=np.float32)
+    n = chain.block
+    out = np.empty(-(-(len(pcm) + delay) // n) * n, dtype=np.float32)
     for i, block in _run_blocks(chain, pcm, tail=delay):
-        out[i: i + BLOCK] = block
+        out[i: i + n] = block
     y = out[delay: delay + len(pcm)]
     if rate_hz != PROCESSING_RATE_HZ:
         y = soxr.resample(y, PROCESSING_RATE_HZ, rate_hz, quality="VHQ").astype(np.float32)
@@ -52,9 +54,9 @@ def process_array(x: Audio, rate_hz: int, settings: DspSettings) -> Audio:
     return y
 
 
-def vad_array(x: Audio, rate_hz: int, settings: DspSettings) -> list[int]:
+def vad_array(x: Audio, rate_hz: int, settings: DspSettings, block_ms: int = 20) -> list[int]:
     """The voice detector's decision (0/1) for every whole 10 ms of a recording, without pre-roll."""
-    chain = UplinkChain(settings, PROCESSING_RATE_HZ)
+    chain = UplinkChain(settings, PROCESSING_RATE_HZ, block_ms)
     pcm = _to_16k(x, rate_hz)
     decisions: list[int] = []
     for _ in _run_blocks(chain, pcm):

@@ -54,6 +54,8 @@ class VoiceActivityDetector:
     def update(self, hop_llr: Sequence[float] | NDArray[np.float64]) -> list[bool]:
         """Decide each hop from its mean log likelihood ratio; return the decisions."""
         out = self.decisions
+        if len(out) != len(hop_llr):  # blocks of one hop (10 ms frames)
+            out = self.decisions = [False] * len(hop_llr)
         a = self.smoothing
         for i, llr in enumerate(hop_llr):
             s = self._smoothed = a * self._smoothed + (1 - a) * float(llr)

@@ -64,7 +64,7 @@ class Port:
         )
         self.downlink = Downlink(settings.groups, network.jitter_min_ms,
                                  max_delay_ms=network.jitter_max_ms, clock=clock)
-        self.chain = UplinkChain(settings.dsp, device.rate_hz)
+        self.chain = UplinkChain(settings.dsp, device.rate_hz, block_ms=codec.frame_ms)
         dsp = settings.dsp
         self.preroll = PreRoll(PROCESSING_RATE_HZ * dsp.vad_preroll_ms // 1000)
         # Ticks (one per device frame) the hands-free gate stays open after the last speech.

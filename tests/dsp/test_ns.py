@@ -12,8 +12,13 @@ from tests.rigs.voice import SPEECH
 
 
 def _run(ns: NoiseSuppressor, x: np.ndarray) -> np.ndarray:
-    n = len(x) // BLOCK * BLOCK
-    return np.concatenate([ns.process(x[i: i + BLOCK]).copy() for i in range(0, n, BLOCK)])
+    b = ns.block
+    n = len(x) // b * b
+    return np.concatenate([ns.process(x[i: i + b]).copy() for i in range(0, n, b)])
+
+
+#: Both block sizes: two hops a call (20 ms frames) and one (10 ms frames) must behave alike.
+hops = pytest.mark.parametrize("hops", [2, 1])
 
 
 def _db(x: np.ndarray) -> float:
@@ -33,9 +38,10 @@ def test_window_reconstructs_exactly() -> None:
     np.testing.assert_allclose(w[OVERLAP:HOP], 1.0)
 
 
-def test_speech_passes_nearly_untouched_and_6_ms_late() -> None:
+@hops
+def test_speech_passes_nearly_untouched_and_6_ms_late(hops: int) -> None:
     x = _speech_16k()
-    y = _run(NoiseSuppressor(20.0), x)
+    y = _run(NoiseSuppressor(20.0, hops=hops), x)
     n = len(y)
     lag = int(np.argmax(np.correlate(y[:n], x[:n], mode="full")[n - 1: n - 1 + 400]))
     assert lag == OVERLAP  # 96 samples = 6 ms
@@ -44,38 +50,42 @@ def test_speech_passes_nearly_untouched_and_6_ms_late() -> None:
     assert loss < 1.0
 
 
-def test_strength_bounds_how_far_noise_goes_down() -> None:
+@hops
+def test_strength_bounds_how_far_noise_goes_down(hops: int) -> None:
     """Steady white noise: never turned down by more than the strength, and by at least 10 dB
     (or the strength, if lower); in steady noise the estimator itself settles near 15 dB."""
     noise = (np.random.default_rng(3).standard_normal(16000 * 3) * 0.03).astype(np.float32)
     for strength in (0.0, 6.0, 10.0, 20.0, 40.0):
-        y = _run(NoiseSuppressor(strength), noise)
+        y = _run(NoiseSuppressor(strength, hops=hops), noise)
         settled = slice(16000, len(y))
         drop = _db(noise[settled]) - _db(y[settled])
         assert min(strength, 10.0) - 1 <= drop <= strength + 0.5, (strength, drop)
 
 
-def test_silence_in_silence_out() -> None:
-    assert not np.any(_run(NoiseSuppressor(), np.zeros(BLOCK * 20, np.float32)))
+@hops
+def test_silence_in_silence_out(hops: int) -> None:
+    assert not np.any(_run(NoiseSuppressor(hops=hops), np.zeros(BLOCK * 20, np.float32)))
 
 
-def test_follows_a_generator_starting() -> None:
+@hops
+def test_follows_a_generator_starting(hops: int) -> None:
     """A 20 dB step in the noise: the estimate is back within 3 dB of the new level inside 3 s."""
     rng = np.random.default_rng(4)
     quiet = rng.standard_normal(16000 * 2) * 0.003
     loud = rng.standard_normal(16000 * 5) * 0.03
-    ns = NoiseSuppressor()
+    ns = NoiseSuppressor(hops=hops)
     _run(ns, quiet.astype(np.float32))
-    reference = NoiseSuppressor()
+    reference = NoiseSuppressor(hops=hops)
     _run(reference, loud.astype(np.float32))  # what the estimate settles to in the loud noise
     _run(ns, loud[: 16000 * 3].astype(np.float32))
     ratio_db = 10 * np.log10(ns.noise_psd[10:120].sum() / reference.noise_psd[10:120].sum())
     assert abs(ratio_db) < 3, ratio_db
 
 
-def test_suppress_off_passes_audio_through_without_delay() -> None:
+@hops
+def test_suppress_off_passes_audio_through_without_delay(hops: int) -> None:
     x = (np.random.default_rng(5).standard_normal(BLOCK * 10) * 0.1).astype(np.float32)
-    y = _run(NoiseSuppressor(suppress=False), x)
+    y = _run(NoiseSuppressor(suppress=False, hops=hops), x)
     np.testing.assert_array_equal(y, x)
 
 
