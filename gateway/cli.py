@@ -123,16 +123,16 @@ def _sdp(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     found = _run_until_signalled(discover_senders(cfg, args.group, args.wait_s)) or []
     chosen = [s for s in found if wanted is None or s.ssrc == wanted]
-    if len(chosen) != 1:
-        what = "the sender asked for" if wanted is not None else "one sender"
+    if not chosen:
+        what = "the sender asked for" if wanted is not None else "a sender"
         heard = ", ".join(f"{s.ssrc:#010x}" for s in found) or "none"
-        print(f"gateway: sdp: need {what} on group {args.group!r}, heard: {heard}"
-              + (" (pick one with --sender)" if len(chosen) > 1 else ""), file=sys.stderr)
-        return EXIT_FAILED if not chosen else EXIT_USAGE
-    sys.stdout.write(build_sdp(group, chosen[0], cfg.codec.payload_type, cfg.codec.frame_ms, address,
+        print(f"gateway: sdp: no {what} on group {args.group!r}, heard: {heard}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.write(build_sdp(group, chosen, cfg.codec.payload_type, cfg.codec.frame_ms, address,
                                cfg.network.multicast_ttl, cfg.gateway.site))
-    print("gateway: sdp: the key in this SDP decrypts (and could forge) this sender's voice until "
-          "it restarts: keep the file private", file=sys.stderr)
+    whose = "this sender's" if len(chosen) == 1 else f"these {len(chosen)} senders'"
+    print(f"gateway: sdp: the keys in this SDP decrypt (and could forge) {whose} voice until they "
+          "restart: keep the file private", file=sys.stderr)
     return 0
 
 
