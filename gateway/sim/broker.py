@@ -68,7 +68,13 @@ class Mosquitto:
         directory: str | Path | None = None,
         allow_anonymous: bool = True,
         start_timeout_s: float = 5.0,
+        config_text: str | None = None,
     ) -> None:
+        """``config_text``, when given, replaces the listener, login and persistence lines with a whole
+        configuration of the caller's (e.g. from :mod:`gateway.control.brokerconf`): it must bind
+        ``port`` on ``host``, so ``port`` is then required. Logging lines are still added after it."""
+        if config_text is not None and port is None:
+            raise ValueError("a broker started from config_text needs the port that config binds")
         self.host = host
         self._port = port
         self._fixed_port = port is not None
@@ -76,6 +82,7 @@ class Mosquitto:
         self._given_dir = Path(directory) if directory is not None else None
         self._dir: Path | None = self._given_dir
         self._allow_anonymous = allow_anonymous
+        self._config_text = config_text
         self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -229,11 +236,16 @@ class Mosquitto:
 
     def _write_config(self) -> Path:
         conf = self.directory / "mosquitto.conf"
-        lines = [
-            "# Written by gateway.sim.broker for one private broker; rewritten at every start.",
-            f"listener {self.port} {self.host}",
-            f"allow_anonymous {'true' if self._allow_anonymous else 'false'}",
-            "persistence false",
+        if self._config_text is not None:
+            lines = [self._config_text.rstrip("\n"), "", "# Added by gateway.sim.broker:"]
+        else:
+            lines = [
+                "# Written by gateway.sim.broker for one private broker; rewritten at every start.",
+                f"listener {self.port} {self.host}",
+                f"allow_anonymous {'true' if self._allow_anonymous else 'false'}",
+                "persistence false",
+            ]
+        lines += [
             f"log_dest file {self.log_path}",
             *(f"log_type {t}" for t in ("error", "warning", "notice", "information")),
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
