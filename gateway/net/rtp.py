@@ -3,6 +3,11 @@
 Parsing is pure and total: :func:`parse` returns a packet or a :class:`Reject` reason, never raises,
 for any bytes at all. Senders use a 48 kHz RTP clock whatever the codec's internal rate (RFC 7587
 section 4.1), one SSRC per sending port and the marker bit on the first packet of a talk spurt.
+
+Every packet of a talk spurt carries the sender's floor claim (:mod:`gateway.control.floor`) in an
+RFC 8285 one-byte header extension element with ID :data:`CLAIM_EXTENSION_ID`. SRTP authenticates
+the header extension (it is not encrypted: the claim is priority and timing, no secret), and
+standard players skip elements they don't know.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ RTP_VERSION = 2
 RTP_CLOCK_HZ = 48000
 HEADER = struct.Struct("!BBHII")
 MIN_HEADER_BYTES = HEADER.size
+ONE_BYTE_PROFILE = 0xBEDE
+"""RFC 8285 section 4.2: the "defined by profile" value of one-byte header extension elements."""
+CLAIM_EXTENSION_ID = 1
+"""The element ID that carries the floor claim (the IDs are ours: nothing negotiates them)."""
 
 
 class Reject(enum.Enum):
@@ -33,7 +42,7 @@ class Reject(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RtpPacket:
-    """One parsed RTP packet (CSRCs and header extensions are skipped, not kept)."""
+    """One parsed RTP packet (CSRCs and other header extension elements are skipped, not kept)."""
 
     payload_type: int
     sequence: int
@@ -41,6 +50,8 @@ class RtpPacket:
     ssrc: int
     marker: bool
     payload: bytes
+    claim: bytes | None = None
+    """The floor claim element's data, as sent (checked by the floor, not here), if any."""
 
 
 def check_header(data: bytes, payload_type: int, max_bytes: int = 1500) -> Reject | None:
@@ -85,13 +96,20 @@ def parse(data: bytes, payload_type: int, max_bytes: int = 1500) -> RtpPacket | 
     offset = MIN_HEADER_BYTES + 4 * (b0 & 0x0F)
     if offset > n:
         return Reject.TRUNCATED
+    claim = None
     if b0 & 0x10:  # header extension: 16-bit profile, 16-bit length in 32-bit words
         if offset + 4 > n:
             return Reject.BAD_EXTENSION
-        (words,) = struct.unpack_from("!H", data, offset + 2)
-        offset += 4 + 4 * words
+        profile, words = struct.unpack_from("!HH", data, offset)
+        start = offset + 4
+        offset = start + 4 * words
         if offset > n:
             return Reject.BAD_EXTENSION
+        if profile == ONE_BYTE_PROFILE:
+            found = _one_byte_element(data, start, offset, CLAIM_EXTENSION_ID)
+            if isinstance(found, Reject):
+                return found
+            claim = found
     end = n
     if b0 & 0x20:  # padding: the last octet counts the padding octets, itself included
         pad = data[-1]
@@ -100,16 +118,43 @@ def parse(data: bytes, payload_type: int, max_bytes: int = 1500) -> RtpPacket | 
         end -= pad
     if end <= offset:
         return Reject.EMPTY_PAYLOAD
-    return RtpPacket(pt, seq, ts, ssrc, bool(b1 & 0x80), bytes(data[offset:end]))
+    return RtpPacket(pt, seq, ts, ssrc, bool(b1 & 0x80), bytes(data[offset:end]), claim)
+
+
+def _one_byte_element(data: bytes, pos: int, end: int, wanted: int) -> bytes | Reject | None:
+    """The data of element ``wanted`` in RFC 8285 one-byte elements ``data[pos:end]`` (None if
+    absent); an element running past the block is malformed."""
+    while pos < end:
+        head = data[pos]
+        if head == 0:  # padding between elements
+            pos += 1
+            continue
+        ident, length = head >> 4, (head & 0x0F) + 1
+        if ident == 15:  # reserved: stop parsing (RFC 8285 section 4.2)
+            return None
+        if pos + 1 + length > end:
+            return Reject.BAD_EXTENSION
+        if ident == wanted:
+            return bytes(data[pos + 1: pos + 1 + length])
+        pos += 1 + length
+    return None
 
 
 def build(packet: RtpPacket) -> bytes:
-    """Serialise a packet with no CSRCs, extension or padding."""
+    """Serialise a packet with no CSRCs or padding; a claim goes in a one-byte header extension."""
+    b0 = RTP_VERSION << 6
     b1 = (0x80 if packet.marker else 0) | (packet.payload_type & 0x7F)
+    extension = b""
+    if packet.claim is not None:
+        if not 1 <= len(packet.claim) <= 16:
+            raise ValueError(f"a one-byte header extension element holds 1-16 bytes, not {len(packet.claim)}")
+        element = bytes([CLAIM_EXTENSION_ID << 4 | (len(packet.claim) - 1)]) + packet.claim
+        element += bytes(-len(element) % 4)
+        extension = struct.pack("!HH", ONE_BYTE_PROFILE, len(element) // 4) + element
+        b0 |= 0x10
     return HEADER.pack(
-        RTP_VERSION << 6, b1, packet.sequence & 0xFFFF, packet.timestamp & 0xFFFFFFFF,
-        packet.ssrc & 0xFFFFFFFF,
-    ) + packet.payload
+        b0, b1, packet.sequence & 0xFFFF, packet.timestamp & 0xFFFFFFFF, packet.ssrc & 0xFFFFFFFF,
+    ) + extension + packet.payload
 
 
 class RtpSender:
@@ -137,10 +182,11 @@ class RtpSender:
         """Advance the timestamp over time in which nothing was sent (between talk spurts)."""
         self._ts = (self._ts + samples_48k) & 0xFFFFFFFF
 
-    def packetize(self, payload: bytes, samples_48k: int) -> bytes:
-        """The next packet carrying ``payload`` that covers ``samples_48k`` of RTP clock."""
+    def packetize(self, payload: bytes, samples_48k: int, claim: bytes | None = None) -> bytes:
+        """The next packet carrying ``payload`` (and the floor ``claim``, if any) that covers
+        ``samples_48k`` of RTP clock."""
         data = build(RtpPacket(self.payload_type, self._seq, self._ts, self.ssrc,
-                               self._spurt_start, payload))
+                               self._spurt_start, payload, claim))
         self._spurt_start = False
         self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + samples_48k) & 0xFFFFFFFF

@@ -59,6 +59,29 @@ def test_parse_skips_csrcs_extension_and_padding() -> None:
     assert packet == RtpPacket(PT, 7, 960, SSRC, True, OPUS)
 
 
+@given(claim=st.binary(min_size=1, max_size=16), payload=st.binary(min_size=1, max_size=200),
+       marker=st.booleans())
+def test_a_claim_travels_in_a_one_byte_header_extension(claim: bytes, marker: bool,
+                                                          payload: bytes) -> None:
+    packet = RtpPacket(PT, 9, 960, SSRC, marker, payload, claim)
+    data = build(packet)
+    assert data[0] & 0x10 and data[12:14] == b"\xbe\xde" and (len(data) - len(payload)) % 4 == 0
+    assert parse(data, PT) == packet
+
+
+def test_a_claim_is_found_among_other_elements_and_padding() -> None:
+    elements = bytes([0x21, 0xAA, 0xBB, 0x00, 0x00, 0x12, 1, 2, 3, 0x00])  # ID 2, pads, ID 1 (3 B)
+    elements += bytes(-len(elements) % 4)
+    data = _header(b0=0x90) + struct.pack("!HH", 0xBEDE, len(elements) // 4) + elements + OPUS
+    packet = parse(data, PT)
+    assert isinstance(packet, RtpPacket) and packet.claim == bytes([1, 2, 3]) and packet.payload == OPUS
+    # A two-byte-header profile (RFC 8285 4.3) or another profile: skipped, no claim.
+    other = _header(b0=0x90) + struct.pack("!HH", 0x1000, 1) + bytes([1, 3, 1, 2]) + OPUS
+    assert parse(other, PT) == RtpPacket(PT, 7, 960, SSRC, False, OPUS)
+    with pytest.raises(ValueError):
+        build(RtpPacket(PT, 1, 1, 1, False, OPUS, bytes(17)))
+
+
 def test_parse_accepts_a_datagram_of_exactly_max_bytes() -> None:
     data = _header() + bytes(100 - rtp.MIN_HEADER_BYTES)
     assert isinstance(parse(data, PT, max_bytes=100), RtpPacket)
@@ -98,6 +121,9 @@ MALFORMED: list[tuple[str, bytes, Reject]] = [
      _header(b0=0x91) + bytes(4) + struct.pack("!HH", 0xBEDE, 1), Reject.BAD_EXTENSION),
     ("extension fills the packet", _header(b0=0x90) + struct.pack("!HH", 0xBEDE, 1) + bytes(4),
      Reject.EMPTY_PAYLOAD),
+    ("one-byte element runs past its block",
+     _header(b0=0x90) + struct.pack("!HH", 0xBEDE, 1) + bytes([0x18, 1, 2, 3]) + OPUS,
+     Reject.BAD_EXTENSION),
     ("padding count 0", _header(b0=0xA0) + OPUS + b"\x00", Reject.BAD_PADDING),
     ("padding larger than the packet", _header(b0=0xA0) + b"op\xff", Reject.BAD_PADDING),
     ("padding reaches into the header", _header(b0=0xA0) + b"op\x04", Reject.BAD_PADDING),
