@@ -32,6 +32,7 @@ from gateway.net.srtp import GroupSecurity
 from gateway.net.udp import UdpTransport
 from gateway.system.notify import Notifier
 from gateway.voice.fec import FecPolicy, Protection
+from gateway.voice.floors import TICK_S, Floors
 from gateway.voice.port import Port, port_ssrc
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class App:
             )
             self.ports[ps.name] = port
             security[port.talk_group].add_sender(port.ssrc, first_seq)
+        self.floors = Floors(config.groups, self.ports)
         self.transport = UdpTransport(
             config.network, config.groups, config.codec.payload_type, self._on_packet,
             security, own_ssrcs={p.ssrc for p in self.ports.values()},
@@ -124,6 +126,11 @@ class App:
         """Push-to-talk on ``port`` (from a button, a script or the console)."""
         self.ports[port].set_ptt(pressed)
 
+    def emergency(self, port: str, on: bool) -> None:
+        """Start (or cancel) an emergency call from ``port`` on its talk group: it transmits, ahead
+        of everyone, until cancelled or its time-out (``groups.NAME.emergency_tot_s``)."""
+        self.ports[port].set_emergency(on)
+
     async def run(self) -> None:
         """Run the box until cancelled; clean up everything on the way out."""
         loop = asyncio.get_running_loop()
@@ -141,6 +148,7 @@ class App:
                 tg.create_task(self.notifier.watchdog(self._healthy), name="watchdog")
                 tg.create_task(self.transport.announce_forever(), name="announce")
                 tg.create_task(self._adapt_forever(), name="adapt-fec")
+                tg.create_task(self._floors_forever(), name="floors")
                 self.notifier.ready()
                 self.notifier.status(self._status())
                 self.ready.set()
@@ -200,6 +208,12 @@ class App:
                 for g, new in zip(self.config.groups, _matching(self.config, config), strict=True)))
         return rekeyed
 
+    async def _floors_forever(self) -> None:
+        """Every frame: the floors' time-outs and silent senders."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.floors.tick()
+
     async def _adapt_forever(self) -> None:
         """Once a second: measure what this box hears from each sender (for the reports our
         announcements carry) and set each of our senders' FEC from what its listeners report."""
@@ -248,6 +262,8 @@ class App:
                 if frames]
 
     def _on_packet(self, group: str, packet: rtp.RtpPacket) -> None:
+        if not self.floors.admit(group, packet):
+            return
         for port in self.ports.values():
             if group in port.settings.groups:
                 port.receive(group, packet)
@@ -288,6 +304,7 @@ class App:
                        "dropped": dict(sec.stats.dropped)}
                 for name, sec in self.transport.security.items()
             },
+            "floors": vars(self.floors.stats).copy(),
             "ports": {},
         }
         for name, port in self.ports.items():

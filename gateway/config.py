@@ -99,6 +99,19 @@ class GroupSettings:
     secret: str = field(default="", repr=False)
     """The group's shared secret (>= 32 characters, ``gateway keygen``); every voice key of the
     group derives from it. Empty = read ``<state_dir>/keys/<name>.key``. Never printed or logged."""
+    mode: str = "half-duplex"
+    """``half-duplex`` (one talker at a time, decided alike on every box: emergency, then priority,
+    then who pressed first) or ``conference`` (up to ``max_talkers`` at once, mixed)."""
+    max_talkers: int = 3
+    """``conference`` groups: how many may talk at once (1-16)."""
+    tot_s: int = 60
+    """Transmit time-out: a transmission is cut after this long, with a warning tone
+    ``tot_warning_s`` before; 0 = no limit."""
+    tot_warning_s: int = 5
+    """How long before the time-out the warning tone sounds; 0 = no warning."""
+    emergency_tot_s: int = 300
+    """Time-out of an emergency call (longer, but not unlimited: a stuck button must not hold the
+    group forever); 0 = no limit."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +212,13 @@ class PortSettings:
     detector hears speech, starting with ``dsp.vad_preroll_ms`` of audio from before it) or ``open``
     (always transmitting)."""
     groups: tuple[str, ...] = ()
-    """Talk groups this port listens to."""
+    """Talk groups this port listens to, most important first: while a group earlier in the list
+    is heard, the later ones are held silent (a scan list)."""
     talk_group: str = ""
     """Group this port talks on; default = the first of ``groups``."""
+    priority: int = 0
+    """Floor priority 0-7 of this port's transmissions: a higher one breaks in on a lower one in
+    the group (a supervisor's headset, a dispatcher's desk)."""
     ptt_pin: int | None = None
     """BCM pin of the push-to-talk button (to ground, internal pull-up)."""
     tx_led_pin: int | None = None
@@ -520,6 +537,15 @@ def _validate(cfg: Config, where: _Where) -> None:
         if grp.secret:
             problem = check_secret(grp.secret)
             _check(problem is None, where, f"{k}.secret", problem or "")
+        _check(grp.mode in ("half-duplex", "conference"), where, f"{k}.mode",
+               f"must be 'half-duplex' or 'conference', got {grp.mode!r}")
+        _check(1 <= grp.max_talkers <= 16, where, f"{k}.max_talkers",
+               f"must be 1-16, got {grp.max_talkers}")
+        _check(0 <= grp.tot_s <= 3600, where, f"{k}.tot_s", f"must be 0-3600, got {grp.tot_s}")
+        _check(0 <= grp.emergency_tot_s <= 3600, where, f"{k}.emergency_tot_s",
+               f"must be 0-3600, got {grp.emergency_tot_s}")
+        _check(grp.tot_warning_s >= 0 and (grp.tot_s == 0 or grp.tot_warning_s < grp.tot_s), where,
+               f"{k}.tot_warning_s", f"must be 0 or more and less than tot_s, got {grp.tot_warning_s}")
         for i, peer in enumerate(grp.peers):
             _check(_peer_ok(peer), where, f"{k}.peers[{i}]",
                    f"must be 'host' or 'host:port', got {peer!r}")
@@ -547,6 +573,7 @@ def _validate(cfg: Config, where: _Where) -> None:
                    f"no talk group {gname!r} is defined (have: {', '.join(sorted(group_names))})")
         _check(not p.talk_group or p.talk_group in p.groups, where, f"{k}.talk_group",
                f"{p.talk_group!r} must be one of the port's groups {list(p.groups)}")
+        _check(0 <= p.priority <= 7, where, f"{k}.priority", f"must be 0-7, got {p.priority}")
         _check(20 <= p.playback_buffer_ms <= 1000, where, f"{k}.playback_buffer_ms",
                f"must be 20-1000, got {p.playback_buffer_ms}")
         claim(p.ptt_pin, f"{k}.ptt_pin")

@@ -222,6 +222,12 @@ class Downlink:
         """Linear gain per sender SSRC (1.0 when absent): a listener turning one talker down."""
         self.priority: set[int] = set()
         """SSRCs whose audio ducks everyone else's on this port (priority talkers)."""
+        self.urgent: set[str] = set()
+        """Groups with an emergency call on the air: heard ahead of every other group."""
+        self.frames_held = 0
+        """Sender frames not played because a group earlier on the scan list (or an emergency) was
+        heard at the same time."""
+        self._rank = {g: i + 1 for i, g in enumerate(groups)}
         self.frames_over_capacity = 0
         """Sender frames left out because more than :data:`MAX_MIXED` talked at once."""
         self._mixer: Mixer | None = None
@@ -229,6 +235,7 @@ class Downlink:
         self._remote = np.full(MAX_MIXED, -1, dtype=np.int64)
         self._gain_row = np.ones(MAX_MIXED, dtype=np.float32)
         self._priority_row = np.zeros(MAX_MIXED, dtype=bool)
+        self._ranks = [0] * MAX_MIXED
 
     def receive(self, group: str, packet: RtpPacket) -> None:
         """A packet for one of this port's groups (its arrival time is taken now)."""
@@ -248,6 +255,7 @@ class Downlink:
             self._sources = np.zeros((MAX_MIXED, n), dtype=np.float32)
         now_ms = self._clock() * 1000
         active = 0
+        ranks = self._ranks
         for ssrc, stream in list(self.senders.items()):
             audio = stream.pull(n, now_ms)
             if audio is not None:
@@ -257,10 +265,20 @@ class Downlink:
                 np.multiply(audio, np.float32(1 / 32768), out=self._sources[active])
                 self._gain_row[active] = self.gains.get(ssrc, 1.0)
                 self._priority_row[active] = ssrc in self.priority
+                group = stream.stats.group
+                ranks[active] = 0 if group in self.urgent else self._rank.get(group, len(self._rank))
                 active += 1
             elif stream.idle_pulls > IDLE_PULLS_BEFORE_FORGET:
                 self.forgotten[ssrc] = stream.stats
                 del self.senders[ssrc]
+        if active > 1 and len(self._rank) > 1:
+            # Scan list: only the most important group heard now plays (the streams of the others
+            # keep running, so they resume in step when it goes quiet).
+            best = min(ranks[:active])
+            for i in range(active):
+                if ranks[i] != best:
+                    self._gain_row[i] = 0.0
+                    self.frames_held += 1
         self.receiving = active > 0
         mixed = self._mixer.mix(self._sources[:active], self._remote[:active],
                                 self._gain_row[:active], self._priority_row[:active])[0]

@@ -12,6 +12,12 @@ pauses (its button, if it has one, forces it open while held). A hands-free port
 ``vad_preroll_ms`` of audio in a delay line while its gate is shut, so a transmission starts with
 the syllable that opened it; the audio leaving the line feeds the uplink, which keeps the RTP clock
 on audio time.
+
+The floor: when a :class:`FloorGate` is attached, opening the gate first asks it for the floor of
+the talk group. A refused press keeps the gate shut; a granted one may still be stopped later (a
+higher priority or an emergency broke in, or the time-out). Either way the port stays shut until the
+user lets go: the button released (``ptt``), the speech over (``vad``), or the group free again
+(``open``). The tones that explain it (:mod:`gateway.voice.cues`) are mixed into what the port plays.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from gateway.audio.bridge import CaptureBridge, Frame, PlaybackQueue
 from gateway.audio.device import AudioDevice
@@ -28,8 +35,19 @@ from gateway.dsp.chain import UplinkChain
 from gateway.dsp.resample import Resampler
 from gateway.dsp.vad import PreRoll
 from gateway.net.rtp import RtpPacket
+from gateway.voice.cues import CuePlayer
 from gateway.voice.downlink import Downlink
 from gateway.voice.uplink import Uplink
+
+
+class FloorGate(Protocol):
+    """Who grants a port the floor of its talk group (the box's floors, :mod:`gateway.voice.floors`)."""
+
+    def request(self, port: Port) -> bool:
+        """The port wants to talk now; True when granted (the port's uplink claim is set)."""
+
+    def release(self, port: Port) -> None:
+        """The port stopped talking by itself."""
 
 
 def port_ssrc(site: str, gateway_id: str, port: str) -> int:
@@ -57,7 +75,7 @@ class Port:
         self.name = settings.name
         self.device = device
         self.ssrc = ssrc
-        self.talk_group = settings.talk_group
+        self.talk_group = settings.talk_group or (settings.groups[0] if settings.groups else "")
         self._send = send
         self.uplink = Uplink(
             codec, ssrc, self._send_packet, initial_sequence, initial_timestamp
@@ -74,6 +92,13 @@ class Port:
         self._tick_16k = PROCESSING_RATE_HZ * device.frame_samples // device.rate_hz
         self.playback = PlaybackQueue(device.rate_hz * settings.playback_buffer_ms // 1000)
         self.ptt_pressed = False
+        self.priority = settings.priority
+        self.emergency = False
+        """The next transmission is an emergency call (set by the emergency button or command)."""
+        self.floor: FloorGate | None = None
+        self.blocked = False
+        """Refused or stopped by the floor: the gate stays shut until the user lets go."""
+        self.cues = CuePlayer()
         self.on_change: Callable[[Port], None] | None = None
         """Called on the loop when ``transmitting`` or ``receiving`` changes (LEDs, MQTT)."""
         self.capture: CaptureBridge | None = None
@@ -103,13 +128,55 @@ class Port:
     def set_ptt(self, pressed: bool) -> None:
         """Push-to-talk pressed or released (from a button, the console or a script)."""
         self.ptt_pressed = pressed
-        if self.settings.talk_mode == "ptt":
+        if self.settings.talk_mode == "ptt" and not self.emergency:
+            if not pressed:
+                self.blocked = False
             self._set_gate(pressed)
 
-    def _set_gate(self, open_: bool) -> None:
-        if open_ != self.uplink.transmitting:
-            self.uplink.set_gate(open_)
+    def set_emergency(self, on: bool) -> None:
+        """Start or end an emergency call: the port transmits (whatever its talk mode, with no
+        button held) as an emergency, which takes the floor from anyone; ending it goes back to
+        the talk mode's normal behaviour."""
+        if on == self.emergency:
+            return
+        self.emergency = on
+        self.blocked = False
+        if self.uplink.transmitting:  # end the current spurt: the next claim is a new one
+            self._set_gate(False)
+        if on or self.settings.talk_mode == "open" or (
+                self.settings.talk_mode == "ptt" and self.ptt_pressed):
+            self._set_gate(True)
+
+    def stop_talking(self) -> None:
+        """The floor took the port off the air (preempted or timed out): close the gate, with the
+        end flag, and stay shut until the user lets go."""
+        self.blocked = True
+        self.emergency = False
+        if self.uplink.transmitting:
+            self.uplink.set_gate(False)
             self._changed()
+
+    def floor_free(self) -> None:
+        """The talk group has nobody talking: an ``open`` port that was stopped tries again."""
+        if self.settings.talk_mode == "open" and self.blocked:
+            self.blocked = False
+            self._set_gate(True)
+
+    def _set_gate(self, open_: bool) -> bool:
+        """Open or close the talk gate (opening asks the floor); True if it is now as asked."""
+        if open_ == self.uplink.transmitting:
+            return True
+        if open_:
+            if self.blocked:
+                return False
+            if self.floor is not None and not self.floor.request(self):
+                self.blocked = True
+                return False
+        self.uplink.set_gate(open_)
+        if not open_ and self.floor is not None:
+            self.floor.release(self)
+        self._changed()
+        return True
 
     def receive(self, group: str, packet: RtpPacket) -> None:
         """A voice packet from another sender in one of the groups (this port filters its own)."""
@@ -123,7 +190,7 @@ class Port:
             self._hands_free(audio)
         else:
             self.uplink.process(audio)
-        heard = self.downlink.pull(self._tick_16k)
+        heard = self.cues.mix_into(self.downlink.pull(self._tick_16k))
         self.playback.write(self._to_device.process(heard))
         if self.downlink.receiving != self._receiving:
             self._receiving = self.downlink.receiving
@@ -133,15 +200,18 @@ class Port:
         """Open the gate on speech (pre-roll first), hold it through pauses, then close it. A held
         push-to-talk button keeps it open whatever the detector says (an override for a noisy
         moment or a quiet talker)."""
-        if self.chain.block_speech or self.ptt_pressed:
+        if self.emergency:
+            pass  # an emergency call keeps the gate open (hot mic) until it ends
+        elif self.chain.block_speech or self.ptt_pressed:
             self._hold_left = self._hold_ticks
-            if not self.uplink.transmitting:
-                self._set_gate(True)
+            if not self.uplink.transmitting and not self.blocked and self._set_gate(True):
                 self.uplink.process(self.preroll.drain())
         elif self._hold_left > 0:
             self._hold_left -= 1
-        elif self.uplink.transmitting:
-            self._set_gate(False)
+        else:
+            self.blocked = False  # the speech that was refused or stopped is over
+            if self.uplink.transmitting:
+                self._set_gate(False)
         if self.uplink.transmitting:
             self.uplink.process(audio)
         else:

@@ -3,6 +3,11 @@
 The port hands in audio already resampled to 16 kHz, in chunks of any length; the uplink cuts it
 into codec frames. While the gate is closed nothing is sent, but the RTP clock keeps running so a
 receiver sees the silence as time, and the next talk spurt starts with the marker bit set.
+
+Every packet of a spurt carries the port's floor claim (:attr:`Uplink.claim`, set by whoever granted
+the floor). Closing the gate sends :data:`END_PACKETS` frames of silence whose claim has the end
+flag, so every box frees the floor at once instead of waiting for the claim to time out; several,
+because multicast is lossy.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from gateway.audio.bridge import Frame
 from gateway.codec.opus import DTX_SILENCE_MAX_BYTES, OpusEncoder
 from gateway.config import PROCESSING_RATE_HZ, CodecSettings
 from gateway.net.rtp import RTP_CLOCK_HZ, RtpSender
+
+END_PACKETS = 3
+"""Packets with the end flag sent when a spurt ends (each one frame of silence)."""
 
 
 class Uplink:
@@ -39,6 +47,11 @@ class Uplink:
         self._fifo = np.zeros(self._frame * 4, dtype=np.int16)
         self._fill = 0
         self._open = False
+        self._ahead = 0
+        self.claim: bytes | None = None
+        """The floor claim element each packet carries while the gate is open (None: no floor)."""
+        self.end_claim: bytes | None = None
+        """The same claim with the end flag, for the packets that close the spurt."""
         self.frames_encoded = 0
         self.frames_suppressed = 0
         """Frames DTX judged silent and that were therefore not sent."""
@@ -49,10 +62,19 @@ class Uplink:
         return self._open
 
     def set_gate(self, open_: bool) -> None:
-        """Open or close the talk gate; opening starts a new talk spurt."""
+        """Open or close the talk gate; opening starts a new talk spurt, closing ends it (with the
+        end flag, when there is a claim)."""
         if open_ and not self._open:
             self.encoder.reset()
             self.rtp.start_spurt()
+        elif not open_ and self._open and self.end_claim is not None:
+            silence = np.zeros(self._frame, dtype=np.int16)
+            for _ in range(END_PACKETS):
+                payload = self.encoder.encode(silence)
+                self._send(self.rtp.packetize(payload, self._rtp_step, self.end_claim))
+            # The RTP clock ran ahead of the audio by those frames: the closed gate's next frames
+            # take them back instead of advancing it.
+            self._ahead += END_PACKETS
         self._open = open_
 
     def process(self, chunk: Frame) -> None:
@@ -69,7 +91,10 @@ class Uplink:
 
     def _emit(self, frame: Frame) -> None:
         if not self._open:
-            self.rtp.skip(self._rtp_step)
+            if self._ahead:
+                self._ahead -= 1
+            else:
+                self.rtp.skip(self._rtp_step)
             return
         payload = self.encoder.encode(frame)
         self.frames_encoded += 1
@@ -77,4 +102,4 @@ class Uplink:
             self.frames_suppressed += 1
             self.rtp.skip(self._rtp_step)
             return
-        self._send(self.rtp.packetize(payload, self._rtp_step))
+        self._send(self.rtp.packetize(payload, self._rtp_step, self.claim))

@@ -94,6 +94,7 @@ multicast_interface = "{address}"
 port = 5004
 multicast = "239.255.77.1"
 secret = "{secret}"
+mode = "conference"  # two open talkers at once
 {port}""")
     return path
 
