@@ -14,16 +14,20 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pylibsrtp
 
+import gateway
 from gateway.audio.device import AudioDevice
 from gateway.audio.wav import WavDevice
 from gateway.config import PROCESSING_RATE_HZ, Config, GroupSettings, PortSettings
 from gateway.control.client import ControlPlane
+from gateway.control.commands import Commands
+from gateway.control.local import ControlSocket, socket_path
 from gateway.control.topics import PortInfo
+from gateway.errors import ConfigError
 from gateway.gpio.panel import Panel, make_pin_factory
 from gateway.net import rtp
 from gateway.net.announce import Report
@@ -91,7 +95,10 @@ class App:
                 initial_timestamp=secrets.randbits(32),
             )
             self.ports[ps.name] = port
-            security[port.talk_group].add_sender(port.ssrc, first_seq)
+            # A sender on every group the port may select, so listeners know its key before it
+            # first talks there.
+            for group in ps.groups:
+                security[group].add_sender(port.ssrc, first_seq)
         self.floors = Floors(config.groups, self.ports)
         self.transport = UdpTransport(
             config.network, config.groups, config.codec.payload_type, self._on_packet,
@@ -121,10 +128,46 @@ class App:
         self.ready = asyncio.Event()
         """Set once every device and socket is up (the simulator and tests wait on it)."""
         self.local_deliveries = 0
+        self.started_at = time.time()
+        self.config_loader: Callable[[], Config] | None = None
+        """Reads the configuration again (set by ``gateway run``) for reloads by SIGHUP or command."""
+        self.commands = Commands(self, reload=self.reload_from_source)
+        # The local control socket lives in the state directory (none: a simulated box).
+        self.control_socket = (ControlSocket(socket_path(gw.state_dir), self.commands)
+                               if gw.state_dir else None)
+        self._sent_when_left: dict[tuple[str, str], int] = {}
 
     def press(self, port: str, pressed: bool) -> None:
         """Push-to-talk on ``port`` (from a button, a script or the console)."""
         self.ports[port].set_ptt(pressed)
+
+    def select_group(self, port: str, group: str) -> None:
+        """Make ``port`` talk on ``group`` (one of its groups); ValueError if it isn't."""
+        p = self.ports[port]
+        if group not in p.settings.groups:
+            have = ", ".join(p.settings.groups)
+            raise ValueError(f"port {port} has no group {group!r} (has: {have})")
+        if group != p.talk_group:
+            sec = self.transport.security[group]
+            # The port's sequence numbers ran on while it talked elsewhere; an SRTP session idle
+            # for half the sequence space can't tell how often they wrapped, so it gets a fresh
+            # epoch (key) rather than risk reusing an index.
+            sent = p.uplink.rtp.packets_sent
+            if sent - self._sent_when_left.get((port, group), 0) >= 0x8000 - 1000:
+                sec.add_sender(p.ssrc, p.uplink.rtp.next_sequence)
+            self._sent_when_left[(port, p.talk_group)] = sent
+        p.select_group(group)
+
+    def cycle_group(self, port: str) -> None:
+        """The port's group button: talk on the next of its groups (after the last, the first)."""
+        p = self.ports[port]
+        groups = p.settings.groups
+        if groups:
+            self.select_group(port, groups[(groups.index(p.talk_group) + 1) % len(groups)])
+
+    def toggle_emergency(self, port: str) -> None:
+        """The port's emergency button (long press): start an emergency call, or end it."""
+        self.emergency(port, not self.ports[port].emergency)
 
     def emergency(self, port: str, on: bool) -> None:
         """Start (or cancel) an emergency call from ``port`` on its talk group: it transmits, ahead
@@ -149,6 +192,8 @@ class App:
                 tg.create_task(self.transport.announce_forever(), name="announce")
                 tg.create_task(self._adapt_forever(), name="adapt-fec")
                 tg.create_task(self._floors_forever(), name="floors")
+                if self.control_socket is not None:
+                    tg.create_task(self.control_socket.run(), name="control-socket")
                 self.notifier.ready()
                 self.notifier.status(self._status())
                 self.ready.set()
@@ -178,6 +223,38 @@ class App:
                 for port in listeners:
                     port.receive(group, packet)
 
+    def reload_from_source(self) -> list[str]:
+        """Read the configuration again and apply it (:meth:`reload`); ConfigError if it is bad
+        (the running configuration stays)."""
+        if self.config_loader is None:
+            raise ConfigError("(none)", "", "this gateway was not started from a configuration file")
+        rekeyed = self.reload(self.config_loader())
+        log.info("configuration reloaded: %s", ", ".join(f"group {g} re-keyed" for g in rekeyed)
+                 or "no secret changed")
+        return rekeyed
+
+    def status(self) -> dict[str, Any]:
+        """What ``gateway status`` shows: the box, its ports and its groups, now."""
+        gw = self.config.gateway
+        return {
+            "gateway": gw.id, "site": gw.site, "version": gateway.__version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "broker": ("lan-only" if self.control is None
+                       else "linked" if self.control.connected else "unreachable"),
+            "ports": {name: {
+                "talk_mode": p.settings.talk_mode, "groups": list(p.settings.groups),
+                "talk_group": p.talk_group, "priority": p.priority,
+                "transmitting": p.transmitting, "receiving": p.receiving,
+                "emergency": p.emergency, "volume_db": p.volume_db,
+            } for name, p in self.ports.items()},
+            "groups": {name: {
+                "mode": floor.settings.mode.value,
+                "talkers": [f"{c.ssrc:#010x}" for c in floor.talkers()],
+                "emergency": (f"{self.floors.emergencies[name].ssrc:#010x}"
+                              if name in self.floors.emergencies else None),
+            } for name, floor in self.floors.floors.items()},
+        }
+
     def reload(self, config: Config) -> list[str]:
         """Apply what can change while running: talk-group secrets (a rotation). Each group whose
         secret changed gets new keys and new epochs for its senders, and announces them; the other
@@ -193,7 +270,7 @@ class App:
                 continue
             sec = GroupSecurity(g.name, secret)
             for port in self.ports.values():
-                if port.talk_group == g.name:
+                if g.name in port.settings.groups:
                     sec.add_sender(port.ssrc, port.uplink.rtp.next_sequence)
             sec.reports = functools.partial(self._reports_for, g.name)
             self.transport.replace_security(g.name, sec)

@@ -1,5 +1,5 @@
 """Command line: ``gateway run``, ``gateway demo``, ``gateway config check``, ``gateway dsp``,
-``gateway vad``, ``gateway keygen``, ``gateway sdp``.
+``gateway vad``, ``gateway keygen``, ``gateway sdp``, ``gateway status``, ``gateway ctl``.
 
 Exit status: 0 success, 1 the job failed, 2 bad arguments or a bad configuration (the message names
 the file and key).
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, metavar="DIR", help="keep the recordings in DIR")
     demo.add_argument("--gateways", type=int, default=3, help="gateways in the site (2-9)")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.add_argument("--scenario", choices=("talk", "emergency"), default="talk",
+                      help="talk: one talker, everyone listens (default); emergency: an emergency "
+                           "call breaks in on a talker")
     demo.add_argument("--hands-free", action="store_true",
                       help="the talker's port uses voice detection (talk_mode vad), no button")
     bad_net = demo.add_argument_group(
@@ -67,6 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
     vad = sub.add_parser("vad", help="print the voice detector's decision per 10 ms of a WAV file")
     vad.add_argument("input", type=Path, metavar="IN.wav", help="16-bit WAV, any rate")
     _dsp_source_args(vad)
+
+    status = sub.add_parser("status", help="what the running daemon is doing (ports, groups, broker)")
+    status.add_argument("--json", action="store_true", help="print the daemon's JSON reply")
+    _socket_args(status)
+
+    ctl = sub.add_parser("ctl", help="drive the running daemon: ptt, emergency, select, volume, reload")
+    ctl_sub = ctl.add_subparsers(dest="ctl_command", required=True, metavar="ACTION")
+    for name, helptext in (("ptt", "press (on) or release (off) a port's push-to-talk"),
+                           ("emergency", "start (on) or end (off) an emergency call from a port")):
+        c = ctl_sub.add_parser(name, help=helptext)
+        c.add_argument("port", help="the port's name")
+        c.add_argument("state", choices=("on", "off"))
+        _socket_args(c)
+    c = ctl_sub.add_parser("select", help="make a port talk on another of its groups")
+    c.add_argument("port", help="the port's name")
+    c.add_argument("group", help="one of the port's groups")
+    _socket_args(c)
+    c = ctl_sub.add_parser("volume", help="set a port's playback volume")
+    c.add_argument("port", help="the port's name")
+    c.add_argument("volume_db", type=float, metavar="DB", help="-40 to +12")
+    _socket_args(c)
+    c = ctl_sub.add_parser("reload", help="re-read the configuration (like systemctl reload)")
+    _socket_args(c)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -136,6 +162,64 @@ def _sdp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _socket_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=config.DEFAULT_PATH,
+                        help=f"the daemon's configuration (default {config.DEFAULT_PATH}): where its "
+                             "control socket is")
+
+
+def _control(args: argparse.Namespace) -> int:
+    """``gateway status`` and ``gateway ctl …``: one command to the daemon's control socket."""
+    from gateway.control.local import request, socket_path
+
+    cfg = config.load(args.config)
+    if args.command == "status":
+        command: dict[str, Any] = {"command": "status"}
+    elif args.ctl_command == "ptt":
+        command = {"command": "ptt", "port": args.port, "pressed": args.state == "on"}
+    elif args.ctl_command == "emergency":
+        command = {"command": "emergency", "port": args.port, "on": args.state == "on"}
+    elif args.ctl_command == "select":
+        command = {"command": "select_group", "port": args.port, "group": args.group}
+    elif args.ctl_command == "volume":
+        command = {"command": "set_volume", "port": args.port, "volume_db": args.volume_db}
+    else:
+        command = {"command": "reload"}
+    path = socket_path(cfg.gateway.state_dir)
+    try:
+        reply = request(path, command)
+    except OSError as exc:
+        print(f"gateway: no running gateway answers at {path} ({exc.strerror or exc}); is it "
+              "running with this configuration (systemctl status gateway)?", file=sys.stderr)
+        return EXIT_FAILED
+    if not reply.get("ok"):
+        print(f"gateway: {args.command}: {reply.get('error')}", file=sys.stderr)
+        return EXIT_FAILED
+    result = reply.get("result", {})
+    if args.command == "status" and not args.json:
+        print(_format_status(result))
+    else:
+        print(json.dumps(result, indent=2 if args.command == "status" else None))
+    return 0
+
+
+def _format_status(st: dict[str, Any]) -> str:
+    """``gateway status`` for a person at the box."""
+    lines = [f"gateway {st['gateway']} (site {st['site']}, version {st['version']}), up "
+             f"{st['uptime_s']:.0f} s, broker: {st['broker']}"]
+    for name, p in st["ports"].items():
+        state = ("EMERGENCY " if p["emergency"] else "") + (
+            "talking" if p["transmitting"] else "hearing" if p["receiving"] else "idle")
+        lines.append(f"  port {name}: {state}; talks on {p['talk_group']} (listens: "
+                     f"{', '.join(p['groups'])}), {p['talk_mode']}, priority {p['priority']}, "
+                     f"volume {p['volume_db']:+.0f} dB")
+    for name, g in st["groups"].items():
+        who = ", ".join(g["talkers"]) or "nobody"
+        alarm = f"; EMERGENCY from {g['emergency']}" if g["emergency"] else ""
+        lines.append(f"  group {name} ({g['mode']}): talking: {who}{alarm}")
+    return "\n".join(lines)
+
+
 def _keygen(args: argparse.Namespace) -> int:
     from gateway.net import keys
 
@@ -191,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keygen(args)
         if args.command == "sdp":
             return _sdp(args)
+        if args.command in ("status", "ctl"):
+            return _control(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -215,16 +301,14 @@ def _run(path: Path) -> int:
     from gateway.app import App
 
     app = App(cfg)
+    app.config_loader = lambda: config.load(path)
 
     def reload() -> None:
         # SIGHUP (systemctl reload): a bad new config is refused and the running one kept.
         try:
-            rekeyed = app.reload(config.load(path))
+            app.reload_from_source()
         except GatewayError as exc:
             log.error("reload refused, still running the previous configuration: %s", exc)
-            return
-        log.info("reloaded %s: %s", path, ", ".join(f"group {g} re-keyed" for g in rekeyed)
-                 or "no secret changed")
 
     _run_until_signalled(app.run(), on_hangup=reload)
     return 0
@@ -250,6 +334,18 @@ def _demo(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
+    if args.scenario == "emergency":
+        if impairment is not None or args.hands_free:
+            print("gateway: demo: --scenario emergency runs on a clean network with push-to-talk",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        from gateway.sim.scenarios import format_emergency, run_emergency
+
+        emergency = _run_until_signalled(run_emergency(args.input, args.out, args.gateways))
+        if emergency is None:
+            return 128 + signal.SIGTERM
+        print(json.dumps(emergency.to_json()) if args.json else format_emergency(emergency))
+        return 0
     from gateway.sim.demo import format_table, run_demo
 
     result = _run_until_signalled(

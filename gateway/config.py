@@ -148,6 +148,9 @@ class GpioSettings:
     """BCM pin of the power/link LED: blinks while the broker is unreachable, solid when linked."""
     debounce_ms: int = 30
     """A button level must hold this long before it counts (bounce filter)."""
+    emergency_hold_ms: int = 1500
+    """An emergency button starts (or, held again, cancels) an emergency call when held this long;
+    a short press does nothing, so a knock doesn't raise an alarm."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,11 @@ class PortSettings:
     the group (a supervisor's headset, a dispatcher's desk)."""
     ptt_pin: int | None = None
     """BCM pin of the push-to-talk button (to ground, internal pull-up)."""
+    select_pin: int | None = None
+    """BCM pin of the group button: each press selects the next of ``groups`` to talk on."""
+    emergency_pin: int | None = None
+    """BCM pin of the emergency button: a long press (``gpio.emergency_hold_ms``) starts an
+    emergency call, another long press cancels it."""
     tx_led_pin: int | None = None
     """BCM pin of the LED lit while this port transmits."""
     rx_led_pin: int | None = None
@@ -514,6 +522,8 @@ def _validate(cfg: Config, where: _Where) -> None:
            "must satisfy 0.1 <= reconnect_min_s <= reconnect_max_s <= 3600")
     _check(g.pin_factory in ("native", "mock"), where, "gpio.pin_factory",
            f"must be 'native' or 'mock', got {g.pin_factory!r}")
+    _check(200 <= g.emergency_hold_ms <= 10000, where, "gpio.emergency_hold_ms",
+           f"must be 200-10000, got {g.emergency_hold_ms}")
     _check(0 <= g.debounce_ms <= 1000, where, "gpio.debounce_ms",
            f"must be 0-1000, got {g.debounce_ms}")
     pins: dict[int, str] = {}
@@ -577,6 +587,8 @@ def _validate(cfg: Config, where: _Where) -> None:
         _check(20 <= p.playback_buffer_ms <= 1000, where, f"{k}.playback_buffer_ms",
                f"must be 20-1000, got {p.playback_buffer_ms}")
         claim(p.ptt_pin, f"{k}.ptt_pin")
+        claim(p.select_pin, f"{k}.select_pin")
+        claim(p.emergency_pin, f"{k}.emergency_pin")
         claim(p.tx_led_pin, f"{k}.tx_led_pin")
         claim(p.rx_led_pin, f"{k}.rx_led_pin")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -229,3 +230,49 @@ def test_dsp_tools_reject_bad_input_with_status_2(tmp_path: Path) -> None:
     refused = _gateway("dsp", str(src), str(tmp_path / "o.wav"), "--port-config", str(bad))
     assert refused.returncode == 2
     assert f"{bad}: dsp.vad_threshold" in refused.stderr
+
+
+def test_status_and_ctl_talk_to_the_running_daemon(tmp_path: Path) -> None:
+    """An installer at the box, no broker: ``gateway status`` and ``gateway ctl`` over the local
+    control socket; mistakes get a clear message and exit 1, and the daemon carries on."""
+    cfg = _config(tmp_path, 1)
+    text = cfg.read_text().replace("[mqtt]", "[mqtt]\nenabled = false").replace(
+        'groups = ["ops"]', 'groups = ["ops", "fire"]')
+    cfg.write_text(text + '\n[groups.fire]\nport = 47006\npeers = ["127.0.0.32"]\n')
+    assert _gateway("keygen", "--group", "ops", "--config", str(cfg)).returncode == 0
+    assert _gateway("keygen", "--group", "fire", "--config", str(cfg)).returncode == 0
+    absent = _gateway("status", "--config", str(cfg))
+    assert absent.returncode == 1 and "no running gateway answers" in absent.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "state" / "control.sock").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "daemon didn't start"
+            time.sleep(0.1)
+        status = _gateway("status", "--config", str(cfg))
+        assert status.returncode == 0, status.stderr
+        assert "gateway desk-1 (site clitest" in status.stdout and "broker: lan-only" in status.stdout
+        assert "port radio: idle; talks on ops (listens: ops, fire)" in status.stdout
+        assert _gateway("ctl", "ptt", "radio", "on", "--config", str(cfg)).returncode == 0
+        assert _gateway("ctl", "select", "radio", "fire", "--config", str(cfg)).returncode == 0
+        assert _gateway("ctl", "volume", "radio", "-6", "--config", str(cfg)).returncode == 0
+        doc = json.loads(_gateway("status", "--json", "--config", str(cfg)).stdout)
+        radio = doc["ports"]["radio"]
+        assert radio["talk_group"] == "fire" and radio["transmitting"] and radio["volume_db"] == -6
+        assert doc["groups"]["fire"]["talkers"] and not doc["groups"]["ops"]["talkers"]
+        wrong = _gateway("ctl", "select", "radio", "nowhere", "--config", str(cfg))
+        assert wrong.returncode == 1 and "has no group 'nowhere'" in wrong.stderr
+        loud = _gateway("ctl", "volume", "radio", "40", "--config", str(cfg))
+        assert loud.returncode == 1 and "volume must be -40 to +12 dB" in loud.stderr
+        assert _gateway("ctl", "emergency", "radio", "on", "--config", str(cfg)).returncode == 0
+        doc = json.loads(_gateway("status", "--json", "--config", str(cfg)).stdout)
+        assert doc["ports"]["radio"]["emergency"] and doc["groups"]["fire"]["emergency"]
+        assert _gateway("ctl", "reload", "--config", str(cfg)).returncode == 0
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "EMERGENCY on fire" in err
+    assert not (tmp_path / "state" / "control.sock").exists()

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
+
 from gateway.audio.bridge import CaptureBridge, Frame, PlaybackQueue
 from gateway.audio.device import AudioDevice
 from gateway.config import PROCESSING_RATE_HZ, CodecSettings, NetworkSettings, PortSettings
@@ -99,6 +101,9 @@ class Port:
         self.blocked = False
         """Refused or stopped by the floor: the gate stays shut until the user lets go."""
         self.cues = CuePlayer()
+        self.volume_db = 0.0
+        """Playback volume (dB, -40 to +12) of what the port hears; cues are not affected."""
+        self._volume = 1.0
         self.on_change: Callable[[Port], None] | None = None
         """Called on the loop when ``transmitting`` or ``receiving`` changes (LEDs, MQTT)."""
         self.capture: CaptureBridge | None = None
@@ -147,6 +152,31 @@ class Port:
                 self.settings.talk_mode == "ptt" and self.ptt_pressed):
             self._set_gate(True)
 
+    def select_group(self, group: str) -> None:
+        """Talk on ``group`` (one of the port's groups) from now on; a transmission in progress
+        ends first. The wearer hears which: as many beeps as the group's place in the list."""
+        if group not in self.settings.groups:
+            have = ", ".join(self.settings.groups)
+            raise ValueError(f"port {self.name} has no group {group!r} (has: {have})")
+        if group != self.talk_group:
+            resume = self.uplink.transmitting
+            if resume:
+                self._set_gate(False)
+            self.talk_group = group
+            self.blocked = False
+            if resume or self.settings.talk_mode == "open":
+                self._set_gate(True)
+            self._changed()
+        self.cues.play("group", self.settings.groups.index(group) + 1)
+
+    def set_volume(self, volume_db: float) -> None:
+        """Playback volume of what the port hears, in dB (-40 to +12)."""
+        if not -40.0 <= volume_db <= 12.0:
+            raise ValueError(f"volume must be -40 to +12 dB, got {volume_db}")
+        self.volume_db = float(volume_db)
+        self._volume = 10 ** (volume_db / 20)
+        self._changed()
+
     def stop_talking(self) -> None:
         """The floor took the port off the air (preempted or timed out): close the gate, with the
         end flag, and stay shut until the user lets go."""
@@ -190,7 +220,10 @@ class Port:
             self._hands_free(audio)
         else:
             self.uplink.process(audio)
-        heard = self.cues.mix_into(self.downlink.pull(self._tick_16k))
+        heard = self.downlink.pull(self._tick_16k)
+        if self._volume != 1.0:
+            heard = np.clip(heard * self._volume, -32768, 32767).astype(np.int16)
+        heard = self.cues.mix_into(heard)
         self.playback.write(self._to_device.process(heard))
         if self.downlink.receiving != self._receiving:
             self._receiving = self.downlink.receiving
