@@ -29,6 +29,7 @@ PTT_PIN = 17
 TX_LED_PIN = 22
 RX_LED_PIN = 23
 POWER_LED_PIN = 24
+EMERGENCY_PIN = 27
 PORT_NAME = "radio"
 HUB_ADDRESS = "127.0.0.9"
 """Where the simulated site's impairment hub listens (the gateways are 127.0.0.11 and up)."""
@@ -86,6 +87,7 @@ def gateway_config(
     frame_ms: int = 20,
     talk_mode: str = "ptt",
     via: str = "",
+    emergency_pin: int | None = None,
 ) -> Config:
     """The config of gateway ``index`` of the simulated site (ids gw-a, gw-b, ...).
 
@@ -111,6 +113,7 @@ def gateway_config(
                 name=PORT_NAME, backend="wav", device_rate_hz=rate_hz, wav_input=wav_input,
                 wav_output=wav_output, talk_mode=talk_mode, groups=(GROUP,), talk_group=GROUP,
                 ptt_pin=PTT_PIN, tx_led_pin=TX_LED_PIN, rx_led_pin=RX_LED_PIN,
+                emergency_pin=emergency_pin,
             ),
         ),
         sources=(f"<simulated {gid}>",),
