@@ -1,6 +1,6 @@
 """The panel on gpiozero's MockFactory: buttons are driven like a bouncing contact, LEDs read back.
 
-MockFactory does not simulate bounce, so the tests make it: several ``drive_low`` / ``drive_high``
+Contacts bounce as :mod:`tests.gpio.contacts` plays them: several ``drive_low`` / ``drive_high``
 toggles inside the debounce time, from a foreign thread as gpiozero's own would be. The debounce is
 long compared with the patterns (milliseconds against DEBOUNCE_MS) so a busy machine can't turn a
 bounce into a press.
@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import gpiozero
@@ -23,6 +23,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from gateway.config import GpioSettings, PortSettings
 from gateway.errors import GatewayError
 from gateway.gpio.panel import GpioError, Panel, make_pin_factory
+from tests.gpio.contacts import bounce, from_thread, pin
 
 DEBOUNCE_MS = 50
 SETTLE_S = 3 * DEBOUNCE_MS / 1000  # long enough for any stray event to have shown up
@@ -31,13 +32,6 @@ POWER, A_PTT, A_TX, A_RX, B_PTT, B_TX, B_RX = 5, 17, 22, 23, 27, 24, 25
 SETTINGS = GpioSettings(pin_factory="mock", power_led_pin=POWER, debounce_ms=DEBOUNCE_MS)
 PORT_A = PortSettings(name="a", ptt_pin=A_PTT, tx_led_pin=A_TX, rx_led_pin=A_RX)
 PORT_B = PortSettings(name="b", ptt_pin=B_PTT, tx_led_pin=B_TX, rx_led_pin=B_RX)
-
-
-@pytest.fixture
-def factory() -> Iterator[MockFactory]:
-    f = MockFactory()
-    yield f
-    f.reset()
 
 
 @dataclass
@@ -68,27 +62,6 @@ async def started(
     rec = Recorder(loop)
     panel.start(loop, rec)
     return panel, rec
-
-
-def pin(factory: MockFactory, number: int) -> MockPin:
-    return factory.pin(number)
-
-
-def bounce(p: MockPin, levels: str, gap_s: float = 0.0005) -> Callable[[], None]:
-    """A contact pattern for a thread: 'L' drives low (pressed), 'H' high, with tiny gaps."""
-
-    def play() -> None:
-        for i, level in enumerate(levels):
-            if i:
-                time.sleep(gap_s)
-            p.drive_low() if level == "L" else p.drive_high()
-
-    return play
-
-
-async def from_thread(play: Callable[[], None]) -> None:
-    """Run a pin pattern on another thread, as gpiozero's callbacks would arrive."""
-    await asyncio.to_thread(play)
 
 
 # ------------------------------------------------------------------------------------------------
