@@ -182,7 +182,8 @@ class App:
             for port in self.ports.values():
                 port.on_change = self._port_changed
                 port.start(loop)
-            self.panel.start(loop, self.press)
+            self.panel.start(loop, self.press, on_select=self.cycle_group,
+                             on_emergency=self.toggle_emergency)
             # LAN-only mode is a healthy state: the power LED shows solid, not "broker lost".
             self.panel.set_link(self.control is None)
             async with asyncio.TaskGroup() as tg:

@@ -35,7 +35,8 @@ TALK_AT_S = 0.2
 SPEECH_A_S = 0.6
 EMERGENCY_AT_S = 1.6
 """gw-b's emergency call starts (its speech starts at SPEECH_B_S and the call ends after it)."""
-SPEECH_B_S = 1.9
+SPEECH_B_S = 2.3
+"""(The listeners hear the 0.3 s emergency tone first, right after the call starts at ~1.75 s.)"""
 TAIL_S = 0.6
 
 
@@ -56,6 +57,8 @@ class EmergencyResult:
 
     talker: str
     caller: str
+    emergency_at_s: float
+    """When the caller's box started the emergency call (after the button's hold time)."""
     talker_stopped_after_ms: float | None
     """From the emergency call's start to the talker's box taking it off the air."""
     raised_on: int
@@ -69,6 +72,7 @@ class EmergencyResult:
         """The ``--json`` document."""
         return {
             "scenario": "emergency", "talker": self.talker, "caller": self.caller,
+            "emergency_at_s": round(self.emergency_at_s, 3),
             "talker_stopped_after_ms": (None if self.talker_stopped_after_ms is None
                                         else round(self.talker_stopped_after_ms, 1)),
             "emergency_raised_on": self.raised_on, "gateways": self.gateways,
@@ -154,7 +158,8 @@ async def run_emergency(clip_path: Path | None = None, out_dir: Path | None = No
         return EmergencyResult(
             talker=f"{configs[0].gateway.id}/{site.PORT_NAME}",
             caller=f"{configs[1].gateway.id}/{site.PORT_NAME}",
-            talker_stopped_after_ms=stopped_ms, raised_on=sum(raised), gateways=gateways,
+            emergency_at_s=called - t0_b, talker_stopped_after_ms=stopped_ms, raised_on=sum(raised),
+            gateways=gateways,
             hearings=hearings, floor=floor, wall_seconds=time.monotonic() - started,
         )
     raise AssertionError("unreachable")  # pragma: no cover
@@ -197,7 +202,7 @@ def format_emergency(result: EmergencyResult) -> str:
     lines = [
         f"scenario: emergency ({result.gateways} gateways, one talk group, half-duplex)",
         f"{result.talker} talks (push-to-talk held) from {TALK_AT_S:g} s",
-        f"{result.caller} holds its emergency button: emergency call at {EMERGENCY_AT_S:g} s; "
+        f"{result.caller} holds its emergency button: emergency call at {result.emergency_at_s:.2f} s; "
         f"{result.talker} {stopped}",
         f"emergency raised on {result.raised_on} of {result.gateways} gateways",
         "",

@@ -8,7 +8,8 @@ Each has a distinct rhythm, so they can be told apart without looking at the box
   someone with a higher priority (or an emergency) broke in.
 - ``warning``: two quick 1 kHz pips: your transmission will be timed out in a few seconds.
 - ``timeout``: one long low 400 Hz tone: your transmission was cut by the time-out.
-- ``emergency``: a 0.8 s two-tone warble (800/1000 Hz): an emergency call started in a group you hear.
+- ``emergency``: a 0.3 s two-tone warble (800/1000 Hz): an emergency call started in a group you
+  hear (short: the caller's first words follow it).
 - ``group(n)``: n short 880 Hz beeps: you now talk on the n-th group of your port's list.
 """
 
@@ -54,7 +55,7 @@ def cue(name: str, count: int = 1) -> NDArray[np.int16]:
     elif name == "timeout":
         parts = [_tone((400,), 400)]
     elif name == "emergency":
-        parts = [_tone((800,), 100) if i % 2 == 0 else _tone((1000,), 100) for i in range(8)]
+        parts = [_tone((800,), 75) if i % 2 == 0 else _tone((1000,), 75) for i in range(4)]
     elif name == "group":
         if not 1 <= count <= 16:
             raise ValueError(f"group cue count must be 1-16, got {count}")

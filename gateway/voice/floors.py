@@ -156,7 +156,8 @@ class Floors:
                 if port is not None:
                     self.stats.preempted += 1
                     port.stop_talking()
-                    port.cues.play("busy")
+                    if not event.emergency:  # (an emergency's own cue says why, just after)
+                        port.cues.play("busy")
                     log.info("port %s: stopped on %s by %s%s", port.name, group,
                              f"{event.by.ssrc:#010x}", " (emergency)" if event.emergency else "")
             elif isinstance(event, TotWarning):
