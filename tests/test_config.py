@@ -116,15 +116,19 @@ def test_example_documents_the_defaults() -> None:
         assert example[section] == dataclasses.asdict(cls()), section
     assert example["gateway"]["state_dir"] == GatewaySettings().state_dir
     gpio = GpioSettings()
-    assert (example["gpio"]["pin_factory"], example["gpio"]["debounce_ms"]) == (
-        gpio.pin_factory, gpio.debounce_ms
+    assert (example["gpio"]["pin_factory"], example["gpio"]["debounce_ms"],
+            example["gpio"]["emergency_hold_ms"]) == (
+        gpio.pin_factory, gpio.debounce_ms, gpio.emergency_hold_ms
     )
     desk = example["ports"]["desk"]
     port = PortSettings(name="x")
     for key in ("backend", "capture_device", "playback_device", "device_rate_hz", "talk_mode",
                 "playback_buffer_ms"):
         assert desk[key] == getattr(port, key), key
-    assert example["groups"]["ops"]["port"] == GroupSettings(name="x").port
+    group = GroupSettings(name="x")
+    for key in ("port", "mode", "max_talkers", "tot_s", "tot_warning_s", "emergency_tot_s"):
+        assert example["groups"]["ops"][key] == getattr(group, key), key
+    assert desk["priority"] == port.priority
     assert desk["dsp"] == dataclasses.asdict(DspSettings())
 
 
@@ -241,6 +245,19 @@ ERRORS: list[tuple[str, str, str, str]] = [
      "'host' or 'host:port'"),
     ("unknown talk mode", _set("ptt_pin = 17", 'ptt_pin = 17\ntalk_mode = "vox"'),
      "ports.desk.talk_mode", "'ptt', 'vad' or 'open'"),
+    ("unknown group mode", _set('multicast = "239.255.10.1"', 'multicast = "239.255.10.1"\nmode = "duplex"'),
+     "groups.ops.mode", "'half-duplex' or 'conference'"),
+    ("conference of 20", _set('multicast = "239.255.10.1"', 'multicast = "239.255.10.1"\nmax_talkers = 20'),
+     "groups.ops.max_talkers", "must be 1-16, got 20"),
+    ("warning after the time-out", _set('multicast = "239.255.10.1"',
+                                         'multicast = "239.255.10.1"\ntot_s = 10\ntot_warning_s = 10'),
+     "groups.ops.tot_warning_s", "less than tot_s"),
+    ("priority 8", _set("ptt_pin = 17", "ptt_pin = 17\npriority = 8"), "ports.desk.priority",
+     "must be 0-7, got 8"),
+    ("emergency button on the PTT pin", _set("ptt_pin = 17", "ptt_pin = 17\nemergency_pin = 17"),
+     "ports.desk.emergency_pin", "pin 17 is already used by ports.desk.ptt_pin"),
+    ("emergency hold too short", BASE + "[gpio]\nemergency_hold_ms = 50\n", "gpio.emergency_hold_ms",
+     "must be 200-10000, got 50"),
     ("unknown dsp key", BASE + "[ports.desk.dsp]\nnoise = true\n", "ports.desk.dsp.noise",
      "unknown key"),
     ("dsp not a table", _set("ptt_pin = 17", "ptt_pin = 17\ndsp = 3"), "ports.desk.dsp",
