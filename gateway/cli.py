@@ -1,5 +1,6 @@
 """Command line: ``gateway run``, ``gateway demo``, ``gateway config check``, ``gateway dsp``,
-``gateway vad``, ``gateway keygen``, ``gateway sdp``, ``gateway status``, ``gateway ctl``.
+``gateway vad``, ``gateway keygen``, ``gateway sdp``, ``gateway status``, ``gateway ctl``,
+``gateway broker-config``, ``gateway bridge``.
 
 Exit status: 0 success, 1 the job failed, 2 bad arguments or a bad configuration (the message names
 the file and key).
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     _socket_args(c)
     c = ctl_sub.add_parser("reload", help="re-read the configuration (like systemctl reload)")
     _socket_args(c)
+
+    from gateway.control import brokercli
+
+    brokercli.add_parsers(sub)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -277,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sdp(args)
         if args.command in ("status", "ctl"):
             return _control(args)
+        if args.command in ("broker-config", "bridge"):
+            from gateway.control import brokercli
+
+            return brokercli.run(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
