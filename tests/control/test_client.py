@@ -1,4 +1,7 @@
-"""The control plane against a real mosquitto: presence, port states, last will, broker faults."""
+"""The control plane against a real mosquitto: presence, port states, last will, broker faults.
+
+Commands, alerts and telemetry have their own files (test_commands_mqtt.py, test_alerts_telemetry.py).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import gateway
 from gateway.config import GatewaySettings, MqttSettings
 from gateway.control import client as control
 from gateway.control.client import ControlPlane
-from gateway.control.topics import PortInfo, Topics, parse_port_state, parse_presence
+from gateway.control.topics import Headset, PortInfo, PortLive, Topics, parse_port_state, parse_presence
 from gateway.sim.broker import Mosquitto, free_tcp_port
 from tests.rigs import mqtt as rig
 from tests.rigs.mqtt import Collector, Received
@@ -28,7 +31,7 @@ from tests.rigs.mqtt import Collector, Received
 mosquitto = rig.mosquitto  # the rig's fixture (conftest may import the same one)
 
 GW = GatewaySettings(id="gw-a", site="test")
-PORTS = (PortInfo("radio", "ptt", ("ops",), "ops"), PortInfo("desk", "open", ("ops", "fire"), "fire"))
+PORTS = (PortInfo("radio", "ptt", ("ops",), "ops"), PortInfo("desk", "open", ("ops", "fire"), "fire", 5))
 TOPICS = Topics.of(MqttSettings(), GW)
 
 
@@ -46,7 +49,7 @@ def _presence(state: str, reason: str | None = None, gw: str = "gw-a") -> Callab
     return match
 
 
-def _port(name: str, **want: bool) -> Callable[[Received], bool]:
+def _port(name: str, **want: object) -> Callable[[Received], bool]:
     def match(m: Received) -> bool:
         if m.topic != TOPICS.port(name):
             return False
@@ -119,8 +122,10 @@ async def test_every_port_state_is_retained(mosquitto: Mosquitto) -> None:
             desk = await late.expect(_port("desk"), what="desk state")
     assert radio.retain and desk.retain and radio.qos == desk.qos == 1
     assert radio.json() == {"port": "radio", "gateway": "gw-a", "talk_mode": "ptt", "groups": ["ops"],
-                            "talk_group": "ops", "talking": False, "receiving": False}
+                            "talk_group": "ops", "priority": 0, "talking": False, "receiving": False,
+                            "emergency": False, "volume_db": 0.0, "headset": None}
     assert desk.json()["groups"] == ["ops", "fire"] and desk.json()["talk_mode"] == "open"
+    assert desk.json()["priority"] == 5 and desk.json()["talk_group"] == "fire"
 
 
 async def test_presence_comes_before_port_states(mosquitto: Mosquitto) -> None:
@@ -149,10 +154,36 @@ async def test_set_port_state_publishes_changes_only(mosquitto: Mosquitto) -> No
             await watch.expect(_port("radio", talking=True, receiving=True), what="second change")
             await watch.flush_async()
             assert cp.stats.publishes - sent == 2
-            assert cp.stats.unknown_ports == 1
-            assert cp.port_state("radio") == (True, True)
+            assert cp.ports.unknown == 1
+            live = cp.port_state("radio")
+            assert (live.talking, live.receiving) == (True, True)
         changes = [(m.topic, m.json()["talking"], m.json()["receiving"]) for m in watch.messages[start:]]
     assert changes == [(TOPICS.port("radio"), True, False), (TOPICS.port("radio"), True, True)]
+
+
+async def test_live_fields_of_a_port(mosquitto: Mosquitto) -> None:
+    with Collector(mosquitto.port, f"{TOPICS.root}/gateways/gw-a/ports/+") as watch:
+        cp = _plane(mosquitto.port)
+        async with _running(cp):
+            await watch.expect(_port("desk"), what="initial states")
+            cp.set_port_state("desk", talk_group="ops")  # switched group
+            await watch.expect(_port("desk", talk_group="ops"), what="group switch")
+            cp.set_port_state("desk", emergency=True, volume_db=-6.5)
+            await watch.expect(_port("desk", emergency=True, volume_db=-6.5), what="emergency and volume")
+            cp.set_headset("desk", Headset(battery_pct=80, link_quality=None))
+            msg = await watch.expect(_port("desk", headset={"battery_pct": 80, "link_quality": None}))
+            sent = cp.stats.publishes
+            # Unpublishable values are counted and ignored, never raised to the voice path.
+            cp.set_port_state("desk", volume_db=float("nan"))
+            cp.set_port_state("desk", volume_db=40.0)
+            cp.set_port_state("desk", talk_group="a/b")
+            cp.set_headset("desk", Headset(battery_pct=101))
+            assert cp.ports.bad_values == 4 and cp.stats.publishes == sent
+            cp.set_headset("desk", None)
+            await watch.expect(_port("desk", headset=None, talk_group="ops"), what="headset unknown again")
+    doc = parse_port_state(msg.payload)
+    assert doc["talk_group"] == "ops" and doc["groups"] == ["ops", "fire"] and doc["volume_db"] == -6.5
+    assert cp.port_state("desk") == PortLive("ops", emergency=True, volume_db=-6.5)
 
 
 async def test_on_link_errors_are_logged_not_fatal(
@@ -205,19 +236,22 @@ from gateway.config import GatewaySettings, MqttSettings
 from gateway.control.client import ControlPlane
 from gateway.control.topics import PortInfo
 
-port, gid, keepalive = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+port, gid, keepalive, will_delay = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 settings = MqttSettings(host="127.0.0.1", port=port, keepalive_s=keepalive, reconnect_min_s=0.1,
                         reconnect_max_s=0.5)
-cp = ControlPlane(settings, GatewaySettings(id=gid, site="test"), [PortInfo("radio", "ptt", ("ops",), "ops")])
+cp = ControlPlane(settings, GatewaySettings(id=gid, site="test"), [PortInfo("radio", "ptt", ("ops",), "ops")],
+                  will_delay_s=will_delay)
 asyncio.run(cp.run())
 """
 
 
 @contextlib.contextmanager
-def _gateway_process(port: int, gateway_id: str, keepalive_s: int) -> Iterator[subprocess.Popen[bytes]]:
+def _gateway_process(
+    port: int, gateway_id: str, keepalive_s: int, will_delay_s: int
+) -> Iterator[subprocess.Popen[bytes]]:
     """A gateway's control plane in a process of its own, to kill or freeze as a power cut would."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(port), gateway_id, str(keepalive_s)],
+        [sys.executable, "-c", _CHILD, str(port), gateway_id, str(keepalive_s), str(will_delay_s)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
     )
     try:
@@ -229,15 +263,16 @@ def _gateway_process(port: int, gateway_id: str, keepalive_s: int) -> Iterator[s
         proc.wait(5)
 
 
-async def test_last_will_when_the_gateway_dies(mosquitto: Mosquitto) -> None:
+async def test_last_will_when_the_gateway_dies_comes_after_the_will_delay(mosquitto: Mosquitto) -> None:
     with Collector(mosquitto.port, TOPICS.all_presence) as watch, \
-            _gateway_process(mosquitto.port, "gw-dies", keepalive_s=5) as proc:
+            _gateway_process(mosquitto.port, "gw-dies", keepalive_s=5, will_delay_s=1) as proc:
         await watch.expect(_presence("online", gw="gw-dies"), timeout_s=10, what="child online")
         proc.kill()  # SIGKILL: no goodbye, the kernel just closes the socket
         killed = time.monotonic()
         will = await watch.expect(_presence("offline", "lost", gw="gw-dies"), what="last will")
     assert will.json() == {"state": "offline", "gateway": "gw-dies", "site": "test", "reason": "lost"}
-    assert will.at - killed < 2.0
+    # mosquitto 2.0 looks at will delays about once a second: 1 s to about 2 s here.
+    assert 1.0 <= will.at - killed < 3.0
     with Collector(mosquitto.port, TOPICS.all_presence) as late:
         assert (await late.expect(_presence("offline", "lost", gw="gw-dies"))).retain
 
@@ -247,13 +282,92 @@ async def test_last_will_when_the_gateway_hangs(mosquitto: Mosquitto) -> None:
     # mosquitto 2.0 only looks every 5 s or so ("last_keepalive_check + 5 < now" in
     # https://github.com/eclipse/mosquitto/blob/v2.0.11/src/keepalive.c): 1.5 s to about 7.5 s here.
     with Collector(mosquitto.port, TOPICS.all_presence) as watch, \
-            _gateway_process(mosquitto.port, "gw-hangs", keepalive_s=1) as proc:
+            _gateway_process(mosquitto.port, "gw-hangs", keepalive_s=1, will_delay_s=0) as proc:
         await watch.expect(_presence("online", gw="gw-hangs"), timeout_s=10, what="child online")
         os.kill(proc.pid, signal.SIGSTOP)
         frozen = time.monotonic()
         will = await watch.expect(_presence("offline", "lost", gw="gw-hangs"), timeout_s=10,
                                   what="last will after keepalive")
     assert 1.0 <= will.at - frozen < 8.5
+
+
+async def test_a_quick_restart_within_the_will_delay_never_shows_offline(mosquitto: Mosquitto) -> None:
+    # The box dies and comes back (systemd restarts it) before the will delay runs out: the new
+    # connection resumes the session, so the broker drops the old will instead of publishing it.
+    gw = GatewaySettings(id="gw-flap", site="test")
+    with Collector(mosquitto.port, TOPICS.all_presence) as watch:
+        with _gateway_process(mosquitto.port, "gw-flap", keepalive_s=5, will_delay_s=2) as proc:
+            await watch.expect(_presence("online", gw="gw-flap"), timeout_s=10, what="child online")
+            proc.kill()
+        cp = ControlPlane(_settings(mosquitto.port), gw, PORTS, will_delay_s=2)
+        async with _running(cp):
+            await watch.expect(_presence("online", gw="gw-flap"), what="back online")
+            await asyncio.sleep(3.0)  # past the will delay, and mosquitto's once-a-second look
+            await watch.flush_async()
+    assert not [m for m in watch.messages if _presence("offline", "lost", gw="gw-flap")(m)]
+
+
+async def test_connect_carries_the_will_delay_and_a_session_as_long() -> None:
+    # Read the CONNECT packet itself: Will Delay Interval (0x18) in the will properties, Session Expiry
+    # Interval (0x11) in the connect properties, clean start 0 (MQTT 5, 3.1.2.4-3.1.3.2).
+    loop = asyncio.get_running_loop()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        cp = ControlPlane(_settings(server.getsockname()[1]), GW, PORTS, will_delay_s=7)
+        async with _running(cp):
+            conn, _ = await asyncio.wait_for(loop.sock_accept(server), 5)
+            with conn:
+                packet = b""
+                while not _complete(packet):
+                    packet += await asyncio.wait_for(loop.sock_recv(conn, 4096), 5)
+    assert packet[0] == 0x10
+    _, at = _varint(packet, 1)
+    assert packet[at:at + 7] == b"\x00\x04MQTT\x05"
+    flags = packet[at + 7]
+    assert flags & 0x04 and flags & 0x20, "will flag, will retain"
+    assert (flags >> 3) & 3 == 1, "will QoS 1"
+    assert not flags & 0x02, "clean start 0: a reconnect resumes the session"
+    props_len, p = _varint(packet, at + 10)
+    assert b"\x11\x00\x00\x00\x07" in packet[p:p + props_len], "session expiry 7 s"
+    p += props_len
+    p += 2 + int.from_bytes(packet[p:p + 2], "big")  # client id
+    will_len, w = _varint(packet, p)
+    will_props = packet[w:w + will_len]
+    assert b"\x18\x00\x00\x00\x07" in will_props, "will delay 7 s"
+    assert b"\x03\x00\x10application/json" in will_props
+
+
+def _complete(packet: bytes) -> bool:
+    """True once ``packet`` holds a whole MQTT packet (its fixed header says how long)."""
+    try:
+        length, at = _varint(packet, 1)
+    except IndexError:
+        return False
+    return len(packet) >= at + length
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """An MQTT variable byte integer at ``at``: (value, index after it)."""
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+async def test_tcp_nodelay_is_set(mosquitto: Mosquitto) -> None:
+    cp = _plane(mosquitto.port)
+    async with _running(cp):
+        await _until(lambda: cp.connected, what="link up")
+        assert cp._link is not None
+        sock = cp._link.client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 # -- broker faults ------------------------------------------------------------------------------
@@ -353,7 +467,8 @@ async def test_shutdown_while_the_broker_never_answers_is_bounded() -> None:
             while chunk := await asyncio.wait_for(loop.sock_recv(conn, 4096), 2):
                 rest += chunk
     assert took < control.GOODBYE_TIMEOUT_S + control.DISCONNECT_TIMEOUT_S + 0.5
-    assert rest.endswith(b"\xe0\x00")  # DISCONNECT, normal: no will
+    # DISCONNECT, normal (no will), with Session Expiry Interval 0: the session ends with it.
+    assert rest.endswith(b"\xe0\x07\x00\x05\x11\x00\x00\x00\x00")
 
 
 async def test_shutdown_while_disconnected_is_immediate() -> None:
@@ -371,8 +486,8 @@ def test_set_port_state_before_run_never_raises() -> None:
     cp = _plane(1883)
     cp.set_port_state("radio", talking=True)
     cp.set_port_state("unknown", receiving=True)
-    assert cp.port_state("radio") == (True, False)
-    assert cp.stats.unknown_ports == 1 and cp.stats.publishes == 0
+    assert cp.port_state("radio") == PortLive("ops", talking=True)
+    assert cp.ports.unknown == 1 and cp.stats.publishes == 0
 
 
 async def test_run_twice_at_once_is_refused(mosquitto: Mosquitto) -> None:
