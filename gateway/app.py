@@ -23,8 +23,10 @@ import gateway
 from gateway.audio.device import AudioDevice
 from gateway.audio.wav import WavDevice
 from gateway.config import PROCESSING_RATE_HZ, Config, GroupSettings, PortSettings
+from gateway.control import topics
 from gateway.control.client import ControlPlane
 from gateway.control.commands import Commands
+from gateway.control.floor import Claim
 from gateway.control.local import ControlSocket, socket_path
 from gateway.control.topics import PortInfo
 from gateway.errors import ConfigError
@@ -111,13 +113,20 @@ class App:
             g.name: [] for g in config.groups}
         for g in config.groups:
             security[g.name].reports = functools.partial(self._reports_for, g.name)
+        self.commands = Commands(self, reload=self.reload_from_source)
         self.control: ControlPlane | None = None
         if config.mqtt.enabled:
             self.control = ControlPlane(
                 config.mqtt, gw,
-                [PortInfo(p.name, p.talk_mode, p.groups, p.talk_group) for p in config.ports],
+                [PortInfo(p.name, p.talk_mode, p.groups, self.ports[p.name].talk_group, p.priority)
+                 for p in config.ports],
+                will_delay_s=config.mqtt.will_delay_s,
+                telemetry_period_s=config.mqtt.telemetry_period_s,
             )
             self.control.on_link = self._link_changed
+            self.control.on_command = self.commands.handle_bytes
+            self.control.telemetry_source = self._telemetry
+            self.floors.on_alert = self._alert
             # Announcements also go through the broker (retained), so boxes that share a broker
             # but not a LAN segment, or whose multicast is filtered, still learn each other's keys.
             self.control.on_announcement = self.transport.announcement_received
@@ -131,7 +140,6 @@ class App:
         self.started_at = time.time()
         self.config_loader: Callable[[], Config] | None = None
         """Reads the configuration again (set by ``gateway run``) for reloads by SIGHUP or command."""
-        self.commands = Commands(self, reload=self.reload_from_source)
         # The local control socket lives in the state directory (none: a simulated box).
         self.control_socket = (ControlSocket(socket_path(gw.state_dir), self.commands)
                                if gw.state_dir else None)
@@ -351,8 +359,32 @@ class App:
         self.panel.set_rx(port.name, port.receiving)
         if self.control is not None:
             self.control.set_port_state(
-                port.name, talking=port.transmitting, receiving=port.receiving
+                port.name, talking=port.transmitting, receiving=port.receiving,
+                talk_group=port.talk_group, emergency=port.emergency, volume_db=port.volume_db,
             )
+
+    def _alert(self, group: str, claim: Claim, started: bool, local: bool) -> None:
+        """An emergency started or ended on a group: published as an alert (MQTT), from every box
+        that saw it, naming the port when it is one of ours."""
+        if self.control is None:
+            return
+        port = next((p.name for p in self.ports.values() if p.ssrc == claim.ssrc), None)
+        self.control.publish_alert(topics.emergency_alert(
+            self.config.gateway.id, state="started" if started else "ended", port=port, group=group,
+            ssrc=claim.ssrc, at=time.time()))
+
+    def _telemetry(self) -> dict[str, Any]:
+        """What the box adds to its telemetry: xruns per port, loss and jitter per sender heard."""
+        ports: dict[str, Any] = {}
+        senders: dict[str, Any] = {}
+        for name, port in self.ports.items():
+            stats = port.device.stats
+            ports[name] = {"xruns": stats.capture_xruns + stats.playback_xruns}
+        for group in self._reception:  # the windows adapt() measured (reading the ports would reset them)
+            for r in self._reports_for(group):
+                senders[f"0x{r.ssrc:08x}"] = {"loss_pct": round(100 * r.loss, 2),
+                                               "jitter_ms": round(r.jitter_ms, 2)}
+        return {"ports": ports, "senders": senders}
 
     def _link_changed(self, up: bool) -> None:
         self.panel.set_link(up)

@@ -99,6 +99,9 @@ class GroupSettings:
     secret: str = field(default="", repr=False)
     """The group's shared secret (>= 32 characters, ``gateway keygen``); every voice key of the
     group derives from it. Empty = read ``<state_dir>/keys/<name>.key``. Never printed or logged."""
+    wan: bool = False
+    """Also carry this group's voice to other sites: the same SRTP packets travel as MQTT messages
+    through the site broker and its bridge (the LAN keeps using multicast/peers)."""
     mode: str = "half-duplex"
     """``half-duplex`` (one talker at a time, decided alike on every box: emergency, then priority,
     then who pressed first) or ``conference`` (up to ``max_talkers`` at once, mixed)."""
@@ -136,6 +139,12 @@ class MqttSettings:
     """First retry delay after the broker is lost."""
     reconnect_max_s: float = 30.0
     """Longest retry delay (backoff doubles up to this)."""
+    will_delay_s: int = 10
+    """The broker publishes the box's "offline (lost)" presence only this long after the link
+    drops, so a quick reconnect (a Wi-Fi blip, a restart) doesn't flap; 0 = at once."""
+    telemetry_period_s: float = 10.0
+    """How often the box publishes its telemetry (load, temperature, xruns, loss and jitter per
+    sender) while linked."""
 
 
 @dataclass(frozen=True)
@@ -518,6 +527,10 @@ def _validate(cfg: Config, where: _Where) -> None:
            f"must be 5-3600, got {m.keepalive_s}")
     _check(bool(re.fullmatch(r"[A-Za-z0-9_/-]+", m.topic_root)) and not m.topic_root.endswith("/"),
            where, "mqtt.topic_root", "must be letters, digits, '_', '-' and '/', no trailing '/'")
+    _check(0 <= m.will_delay_s <= 3600, where, "mqtt.will_delay_s",
+           f"must be 0-3600, got {m.will_delay_s}")
+    _check(1 <= m.telemetry_period_s <= 3600, where, "mqtt.telemetry_period_s",
+           f"must be 1-3600, got {m.telemetry_period_s}")
     _check(0.1 <= m.reconnect_min_s <= m.reconnect_max_s <= 3600, where, "mqtt.reconnect_min_s",
            "must satisfy 0.1 <= reconnect_min_s <= reconnect_max_s <= 3600")
     _check(g.pin_factory in ("native", "mock"), where, "gpio.pin_factory",

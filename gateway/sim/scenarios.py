@@ -3,24 +3,30 @@
 Three gateways (more with ``--gateways``) on the simulated site, one talk group, real UDP/SRTP
 between them and the embedded broker. gw-a's port presses push-to-talk and talks; while it talks,
 gw-b's port starts an emergency call (its emergency button held, through the mock GPIO pins) and
-speaks; the call ends after its clip. Every box decides the floor on its own: the scenario checks
-that gw-a was taken off the air, that every box raised the emergency, and scores what each other
-port heard of the emergency call (delay and PESQ).
+speaks; a dispatcher's console ends the call with an MQTT command after the clip. Every box
+decides the floor on its own: the scenario checks that gw-a was taken off the air, that every box
+raised the emergency and published the alert on the broker, and scores what each other port heard
+of the emergency call (delay and PESQ).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import paho.mqtt.client as mqtt
 from gpiozero.pins.mock import MockFactory
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from gateway.app import App, running
 from gateway.audio.wav import read_wav, write_wav
@@ -66,6 +72,10 @@ class EmergencyResult:
     hearings: list[Hearing]
     floor: list[dict[str, Any]]
     """Per gateway: its floor counters."""
+    alerts: list[dict[str, Any]]
+    """The alerts the console saw on the broker."""
+    end_reply: dict[str, Any] | None
+    """The caller's box's reply to the console's command that ended the call."""
     wall_seconds: float
 
     def to_json(self) -> dict[str, Any]:
@@ -79,7 +89,8 @@ class EmergencyResult:
             "heard": [{"gateway": h.gateway, "delay_ms": None if h.delay_ms is None else round(h.delay_ms, 1),
                        "pesq": None if h.pesq is None else round(h.pesq, 2),
                        "emergency_raised": h.emergency_raised, "cues": h.cues} for h in self.hearings],
-            "floor": self.floor, "wall_seconds": round(self.wall_seconds, 2),
+            "floor": self.floor, "alerts": self.alerts, "end_command_reply": self.end_reply,
+            "wall_seconds": round(self.wall_seconds, 2),
         }
 
 
@@ -112,6 +123,8 @@ async def run_emergency(clip_path: Path | None = None, out_dir: Path | None = No
         ]
         factories = [MockFactory() for _ in configs]
         apps = [App(cfg, pin_factory=f) for cfg, f in zip(configs, factories, strict=True)]
+        root = f"{configs[0].mqtt.topic_root}/{configs[0].gateway.site}"
+        console = stack.enter_context(_Console(broker.port, root))
         async with contextlib.AsyncExitStack() as running_apps:
             for app in apps:
                 await running_apps.enter_async_context(running(app))
@@ -140,7 +153,9 @@ async def run_emergency(clip_path: Path | None = None, out_dir: Path | None = No
             await asyncio.sleep(0.3)
             raised = [site.GROUP in a.floors.emergencies for a in apps]
             await _sleep_until(t0_b + SPEECH_B_S + len(clip) / rate + TAIL_S / 2)
-            apps[1].emergency(site.PORT_NAME, False)  # the caller ends the call (a long press again)
+            # The dispatcher ends the call from the console (an MQTT command to the caller's box).
+            end_reply = await console.command(configs[1].gateway.id, {
+                "command": "emergency", "port": site.PORT_NAME, "on": False})
             factories[0].pin(site.PTT_PIN).drive_high()
             await _sleep_until(t0_b + end_s)
             starts = [getattr(a.ports[site.PORT_NAME].device, "started_at", t0) for a in apps]
@@ -160,9 +175,68 @@ async def run_emergency(clip_path: Path | None = None, out_dir: Path | None = No
             caller=f"{configs[1].gateway.id}/{site.PORT_NAME}",
             emergency_at_s=called - t0_b, talker_stopped_after_ms=stopped_ms, raised_on=sum(raised),
             gateways=gateways,
-            hearings=hearings, floor=floor, wall_seconds=time.monotonic() - started,
+            hearings=hearings, floor=floor, alerts=console.alerts(), end_reply=end_reply,
+            wall_seconds=time.monotonic() - started,
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Console:
+    """A dispatcher's console on the broker: watches the site's alerts, sends commands."""
+
+    def __init__(self, port: int, root: str) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._alerts: list[dict[str, Any]] = []
+        self._replies: dict[str, dict[str, Any]] = {}
+        self._ready = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                  client_id=f"console-{uuid.uuid4().hex[:8]}",
+                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.on_connect = self._connected
+        self.client.on_message = self._message
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def __enter__(self) -> _Console:
+        if not self._ready.wait(5):
+            raise TimeoutError("the console could not subscribe to the broker")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _connected(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                   props: Any) -> None:
+        client.subscribe([(f"{self.root}/alerts/+", 1), (f"{self.root}/gateways/+/reply", 1)])
+        self._ready.set()
+
+    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        doc = json.loads(msg.payload)
+        with self._lock:
+            if "/alerts/" in msg.topic:
+                self._alerts.append(doc)
+            elif isinstance(doc.get("id"), str):
+                self._replies[doc["id"]] = doc
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts seen so far."""
+        with self._lock:
+            return list(self._alerts)
+
+    async def command(self, gateway: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """Send a command to a gateway and wait (up to 2 s) for its reply."""
+        rid = f"console-{uuid.uuid4().hex[:8]}"
+        payload = json.dumps({"id": rid, "sent_at": time.time(), **doc})
+        self.client.publish(f"{self.root}/gateways/{gateway}/cmd", payload, qos=1)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            with self._lock:
+                if rid in self._replies:
+                    return self._replies[rid]
+            await asyncio.sleep(0.01)  # the reply arrives on paho's thread: nothing to await
+        return None
 
 
 class _Moment(asyncio.Event):
@@ -213,6 +287,13 @@ def format_emergency(result: EmergencyResult) -> str:
         pesq = "-" if h.pesq is None else f"{h.pesq:.2f}"
         lines.append(f"{h.gateway + '/' + site.PORT_NAME:<14}{result.caller:<14}{delay:>10}{pesq:>7}  "
                      f"{', '.join(h.cues) or '-'}")
+    started = sorted(a["gateway"] for a in result.alerts if a["state"] == "started")
+    ended = sorted(a["gateway"] for a in result.alerts if a["state"] == "ended")
+    lines += ["", f"alerts on the broker: started from {', '.join(started) or 'none'}; "
+                  f"ended from {', '.join(ended) or 'none'}",
+              "console's command ending the call: "
+              + ("no reply" if result.end_reply is None else
+                 "ok" if result.end_reply.get("ok") else f"refused: {result.end_reply.get('error')}")]
     lines.append("")
     for f in result.floor:
         lines.append(f"floor at {f['gateway']}: granted {f['granted']}, denied {f['denied']}, "

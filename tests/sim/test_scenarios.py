@@ -27,4 +27,9 @@ async def test_an_emergency_call_breaks_in_and_is_heard_everywhere(tmp_path: Pat
     assert talker.gateway == "gw-a" and talker.cues == ["emergency"]  # why it went off the air
     assert result.floor[0]["preempted"] == 1 and result.floor[1]["granted"] >= 1
     assert "emergency raised on 3 of 3 gateways" in text
+    # Every box published the alert, start and end, and the console's command ended the call.
+    assert sorted(a["gateway"] for a in result.alerts if a["state"] == "started") == ["gw-a", "gw-b", "gw-c"]
+    assert sorted(a["gateway"] for a in result.alerts if a["state"] == "ended") == ["gw-a", "gw-b", "gw-c"]
+    assert {a["port"] for a in result.alerts if a["gateway"] == "gw-b"} == {"radio"}
+    assert result.end_reply is not None and result.end_reply["ok"], result.end_reply
     assert result.to_json()["scenario"] == "emergency"
