@@ -131,6 +131,11 @@ class App:
             # but not a LAN segment, or whose multicast is filtered, still learn each other's keys.
             self.control.on_announcement = self.transport.announcement_received
             self.transport.on_announced = self.control.publish_announcement
+            # Wide-area groups: the same SRTP packets also go through the broker to other sites,
+            # and theirs come back through the same checks as the LAN's.
+            self.control.wan_groups = tuple(g.name for g in config.groups if g.wan)
+            self.control.on_voice = functools.partial(self.transport.datagram_received,
+                                                      source="MQTT")
         factory = make_pin_factory(config.gpio.pin_factory) if pin_factory is _AUTO else pin_factory
         self.panel = Panel(config.gpio, config.ports, pin_factory=factory)
         self.notifier = notifier or Notifier()
@@ -219,7 +224,10 @@ class App:
         """A port's packet: to the network (SRTP), and straight to this box's other ports in the
         group (they share the box, so no crypto between them)."""
         try:
-            self.transport.send(group, self.transport.security[group].protect(datagram))
+            protected = self.transport.security[group].protect(datagram)
+            self.transport.send(group, protected)
+            if self.control is not None and group in self.control.wan_groups:
+                self.control.publish_voice(group, protected)
         except (KeyError, pylibsrtp.Error) as exc:  # a sender not keyed for this group: a bug
             self.protect_errors += 1
             if self.protect_errors == 1:

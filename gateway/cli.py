@@ -46,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, metavar="DIR", help="keep the recordings in DIR")
     demo.add_argument("--gateways", type=int, default=3, help="gateways in the site (2-9)")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
-    demo.add_argument("--scenario", choices=("talk", "emergency"), default="talk",
+    demo.add_argument("--scenario", choices=("talk", "emergency", "two-sites"), default="talk",
                       help="talk: one talker, everyone listens (default); emergency: an emergency "
-                           "call breaks in on a talker")
+                           "call breaks in on a talker; two-sites: two sites' brokers bridged "
+                           "through a central one carry a wide-area group's voice")
     demo.add_argument("--hands-free", action="store_true",
                       help="the talker's port uses voice detection (talk_mode vad), no button")
     bad_net = demo.add_argument_group(
@@ -343,11 +344,19 @@ def _demo(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
+    if args.scenario != "talk" and (impairment is not None or args.hands_free):
+        print(f"gateway: demo: --scenario {args.scenario} runs on a clean network with push-to-talk",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.scenario == "two-sites":
+        from gateway.sim.two_sites import format_two_sites, run_two_sites
+
+        linked = _run_until_signalled(run_two_sites(args.input, args.out))
+        if linked is None:
+            return 128 + signal.SIGTERM
+        print(json.dumps(linked.to_json()) if args.json else format_two_sites(linked))
+        return 0
     if args.scenario == "emergency":
-        if impairment is not None or args.hands_free:
-            print("gateway: demo: --scenario emergency runs on a clean network with push-to-talk",
-                  file=sys.stderr)
-            return EXIT_USAGE
         from gateway.sim.scenarios import format_emergency, run_emergency
 
         emergency = _run_until_signalled(run_emergency(args.input, args.out, args.gateways))

@@ -78,6 +78,12 @@ class ControlStats:
     """Other gateways' voice announcements handed to the voice transport (which checks them)."""
     invalid_received: int = 0
     """Presence payloads from the broker that failed their schema (never applied)."""
+    voice_sent: int = 0
+    """Voice packets of wide-area groups handed to paho."""
+    voice_not_linked: int = 0
+    """Voice packets of wide-area groups not sent because the broker was away (never queued)."""
+    voice_received: int = 0
+    """Other sites' voice packets handed to the voice transport (which authenticates them)."""
 
 
 class ControlPlane:
@@ -132,6 +138,10 @@ class ControlPlane:
         self.on_command: CommandHook | None = None
         """Applies one command (raw JSON, already schema-checked) and returns the reply document:
         ``Commands.handle_bytes``. Commands are subscribed to only while this is set at connect."""
+        self.wan_groups: tuple[str, ...] = ()
+        """Wide-area talk groups: their voice and announcements are exchanged with other sites."""
+        self.on_voice: Callable[[str, bytes], None] | None = None
+        """Called on the loop with (group, SRTP datagram) for another site's voice packet."""
         self.on_presence: Callable[[str, dict[str, Any]], None] | None = None
         """Called on the loop with (gateway id, presence document) for the other gateways of the site,
         schema-checked; subscribed to only while this is set at connect."""
@@ -218,6 +228,17 @@ class ControlPlane:
         if link is not None and link.up:
             self._flush_alerts(link)
 
+    def publish_voice(self, group: str, data: bytes) -> None:
+        """Send one of our SRTP packets of wide-area group ``group`` to the other sites (QoS 0);
+        dropped (counted), never queued, while the broker is away: voice never waits."""
+        link = self._link
+        if link is None or not link.up:
+            self.stats.voice_not_linked += 1
+            return
+        if self._publish(link, self.topics.voice(group), data, 0, retain=False,
+                         properties=self._binary) is not None:
+            self.stats.voice_sent += 1
+
     def publish_announcement(self, group: str, data: bytes) -> None:
         """Keep our latest voice announcement for ``group`` retained on the broker (when linked;
         the latest is published again after every reconnect)."""
@@ -290,6 +311,11 @@ class ControlPlane:
             link.subscribe(self.topics.all_presence, SubscribeOptions(qos=topics.PRESENCE_QOS))
         if self.on_announcement is not None:
             link.subscribe(self.topics.all_announcements, SubscribeOptions(qos=topics.ANNOUNCE_QOS))
+        for group in self.wan_groups:
+            voice, announcements = self.topics.wan_filters(group)
+            # No Local: our own voice would come straight back from the broker.
+            link.subscribe(voice, SubscribeOptions(qos=0, noLocal=True))
+            link.subscribe(announcements, SubscribeOptions(qos=topics.ANNOUNCE_QOS))
         self.telemetry.start(lambda payload: self._publish(
             link, self.topics.telemetry, payload, topics.TELEMETRY_QOS, retain=False) is not None,
             lambda: link.backlog)
@@ -350,6 +376,10 @@ class ControlPlane:
         if msg.topic == self.topics.command:
             self._command(link, msg)
             return
+        wan = self.topics.parse_wan(msg.topic) if self.wan_groups else None
+        if wan is not None:
+            self._wan(*wan, msg.payload)
+            return
         presence_of = self.topics.parse_presence_topic(msg.topic)
         if presence_of is not None:
             self._presence(presence_of, msg.payload)
@@ -365,6 +395,23 @@ class ControlPlane:
             self.on_announcement(group, msg.payload)
         except Exception:  # the handler counts bad announcements; a bug must not end the link
             log.exception("voice announcement from %s on %r failed", gateway_id, group)
+
+    def _wan(self, kind: str, site: str, gateway_id: str, group: str, payload: bytes) -> None:
+        """Another site's voice or announcement on a wide-area group (this site's own travel on
+        the LAN, and the broker would only duplicate them)."""
+        if group not in self.wan_groups or not payload:
+            return
+        hook = self.on_voice if kind == "voice" else self.on_announcement
+        if hook is None:
+            return
+        if kind == "voice":
+            self.stats.voice_received += 1
+        else:
+            self.stats.announcements_received += 1
+        try:
+            hook(group, payload)
+        except Exception:  # the transport counts bad packets; a bug must not end the link
+            log.exception("wide-area %s from %s/%s on %r failed", kind, site, gateway_id, group)
 
     def _command(self, link: Link, msg: Inbound) -> None:
         hook = self.on_command

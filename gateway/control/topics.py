@@ -35,6 +35,9 @@ REPLY_TOPIC = "{root}/gateways/{gateway}/reply"
 """Replies to commands without a Response Topic; a Response Topic must be this or below it."""
 TELEMETRY_TOPIC = "{root}/gateways/{gateway}/telemetry"
 """Periodic readings of one gateway (QoS 0, not retained)."""
+VOICE_TOPIC = "{root}/groups/{group}/voice/{gateway}"
+"""One gateway's voice on a wide-area talk group: each message is one SRTP packet, exactly as sent
+on the LAN (QoS 0, not retained: a late voice packet is worth nothing)."""
 ALERT_TOPIC = "{root}/alerts/{gateway}"
 """Emergency alerts raised or relayed by one gateway (QoS 1, not retained, never dropped offline)."""
 
@@ -167,6 +170,33 @@ class Topics:
         if len(parts) != 3 or parts[1] != "announce" or not parts[0] or not parts[2]:
             return None
         return parts[0], parts[2]
+
+    def voice(self, group: str) -> str:
+        """Where this gateway publishes its voice on wide-area group ``group``."""
+        _check_level(group)
+        return VOICE_TOPIC.format(root=self.root, gateway=self.gateway_id, group=group)
+
+    def wan_filters(self, group: str) -> tuple[str, str]:
+        """Filters for wide-area group ``group`` at every site: its voice and its announcements."""
+        _check_level(group)
+        top = self.root.rsplit("/", 1)[0]
+        return (VOICE_TOPIC.format(root=f"{top}/+", gateway="+", group=group),
+                ANNOUNCE_TOPIC.format(root=f"{top}/+", gateway="+", group=group))
+
+    def parse_wan(self, topic: str) -> tuple[str, str, str, str] | None:
+        """(kind ``voice``/``announce``, site, gateway id, group) of another site's wide-area
+        topic, or None (this site's own, or not such a topic)."""
+        top, site = self.root.rsplit("/", 1)
+        if not topic.startswith(top + "/"):
+            return None
+        parts = topic[len(top) + 1:].split("/")
+        if len(parts) != 5 or parts[0] == site or not all(parts):
+            return None
+        if parts[1] == "groups" and parts[3] == "voice":
+            return "voice", parts[0], parts[4], parts[2]
+        if parts[1] == "gateways" and parts[3] == "announce":
+            return "announce", parts[0], parts[2], parts[4]
+        return None
 
     @property
     def command(self) -> str:

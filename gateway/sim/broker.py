@@ -244,6 +244,8 @@ class Mosquitto:
                 f"listener {self.port} {self.host}",
                 f"allow_anonymous {'true' if self._allow_anonymous else 'false'}",
                 "persistence false",
+                # Small messages (voice over MQTT) go out at once, not behind Nagle's algorithm.
+                "set_tcp_nodelay true",
             ]
         lines += [
             f"log_dest file {self.log_path}",
