@@ -208,6 +208,8 @@ class App:
                 tg.create_task(self._floors_forever(), name="floors")
                 if self.control_socket is not None:
                     tg.create_task(self.control_socket.run(), name="control-socket")
+                if self.config.network.advertise:
+                    tg.create_task(self._advertise(), name="dns-sd")
                 self.notifier.ready()
                 self.notifier.status(self._status())
                 self.ready.set()
@@ -301,6 +303,29 @@ class App:
                 dataclasses.replace(g, secret=new.secret)
                 for g, new in zip(self.config.groups, _matching(self.config, config), strict=True)))
         return rekeyed
+
+    async def _advertise(self) -> None:
+        """Announce the box by DNS-SD until cancelled; a LAN without multicast only costs a
+        warning (voice and the broker don't depend on it)."""
+        from zeroconf import InterfaceChoice
+
+        from gateway.control.discovery import Advertiser, DiscoveryError
+
+        bind = self.config.network.bind_address
+        interfaces = [bind] if bind != "0.0.0.0" else InterfaceChoice.All
+        m = self.config.mqtt
+        advertiser = Advertiser.from_config(
+            self.config, interfaces=interfaces,
+            broker_port=m.port if m.enabled and m.advertise_broker else None)
+        try:
+            await advertiser.start()
+        except DiscoveryError as exc:
+            log.warning("not announced by DNS-SD: %s", exc)
+            return
+        try:
+            await asyncio.Future()
+        finally:
+            await advertiser.close()
 
     async def _floors_forever(self) -> None:
         """Every frame: the floors' time-outs and silent senders."""

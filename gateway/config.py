@@ -82,6 +82,10 @@ class NetworkSettings:
     """Ceiling of that delay: later packets are concealed rather than waited for."""
     max_datagram_bytes: int = 1500
     """Datagrams larger than this are dropped as oversized."""
+    advertise: bool = True
+    """Announce this box on its LAN by DNS-SD (mDNS ``_gateway._udp``), so consoles and other
+    boxes can list it; on ``bind_address``'s interface, or on every interface when that is
+    0.0.0.0."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,10 @@ class MqttSettings:
     """First retry delay after the broker is lost."""
     reconnect_max_s: float = 30.0
     """Longest retry delay (backoff doubles up to this)."""
+    advertise_broker: bool = False
+    """This box runs the site broker (mosquitto on ``port``, reachable at
+    ``network.bind_address``): announce it by DNS-SD as ``_mqtt._tcp`` for boxes configured with
+    ``host = "auto"``."""
     will_delay_s: int = 10
     """The broker publishes the box's "offline (lost)" presence only this long after the link
     drops, so a quick reconnect (a Wi-Fi blip, a restart) doesn't flap; 0 = at once."""

@@ -48,6 +48,9 @@ from gateway.control.ports import PortTable
 from gateway.control.telemetry import THERMAL_ZONE, Telemetry
 from gateway.control.topics import Headset, PayloadError, PortInfo, PortLive, Topics
 
+AUTO_BROKER_WAIT_S = 3.0
+"""``mqtt.host = "auto"``: how long each connection attempt looks for the site broker."""
+
 log = logging.getLogger("gateway.control")
 
 __all__ = [
@@ -250,13 +253,37 @@ class ControlPlane:
 
     # -- one connection -----------------------------------------------------------------------
 
+    async def _find_broker(self) -> MqttSettings | None:
+        """``mqtt.host = "auto"``: the site broker found by DNS-SD now (None: none answered)."""
+        from gateway.control.discovery import DiscoveryError, find_broker
+
+        try:
+            found = await find_broker(self._gateway.site, AUTO_BROKER_WAIT_S)
+        except DiscoveryError as exc:
+            self._warn_once("discovery", "cannot look for the site broker: %s", exc)
+            return None
+        if found is None:
+            return None
+        return dataclasses.replace(self._settings, host=found[0], port=found[1])
+
     async def _attempt(self) -> bool:
         """Connect once and serve until the link ends: True if the broker accepted us."""
         assert self._loop is not None
-        link = Link(self._loop, self._settings, self.client_id, self._will, on_up=self._link_up,
+        settings = self._settings
+        if self._settings.host == "auto":
+            found = await self._find_broker()
+            if found is None:
+                self.stats.connect_failures += 1
+                if not self._failing:
+                    self._failing = True
+                    log.warning("no site broker for %r found by DNS-SD; LAN-only until one answers",
+                                self._gateway.site)
+                return False
+            settings = found
+        link = Link(self._loop, settings, self.client_id, self._will, on_up=self._link_up,
                     on_down=self._link_down, on_message=self._message, on_ack=self._acked)
         self._link = link
-        host, port = self._settings.host, self._settings.port
+        host, port = settings.host, settings.port
         try:
             try:
                 await link.open()

@@ -99,6 +99,7 @@ def gateway_config(
         network=NetworkSettings(
             bind_address=layout.addresses[index], multicast_interface="127.0.0.1",
             jitter_min_ms=jitter_min_ms, jitter_max_ms=jitter_max_ms,
+            advertise=False,  # simulated boxes need no mDNS (and it would take 2 s to probe)
         ),
         codec=codec or CodecSettings(frame_ms=frame_ms),
         mqtt=MqttSettings(
