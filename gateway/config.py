@@ -239,6 +239,9 @@ class PortSettings:
     priority: int = 0
     """Floor priority 0-7 of this port's transmissions: a higher one breaks in on a lower one in
     the group (a supervisor's headset, a dispatcher's desk)."""
+    ptt_latching: bool = False
+    """``ptt`` talk mode: one press starts talking and the next one stops (for a speaker/mic on a
+    desk, or gloved hands), instead of talking while the button is held."""
     ptt_pin: int | None = None
     """BCM pin of the push-to-talk button (to ground, internal pull-up)."""
     select_pin: int | None = None

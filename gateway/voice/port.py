@@ -131,7 +131,12 @@ class Port:
         self.device.stop()
 
     def set_ptt(self, pressed: bool) -> None:
-        """Push-to-talk pressed or released (from a button, the console or a script)."""
+        """Push-to-talk pressed or released (from a button, the console or a script). A latching
+        port toggles on each press and ignores releases."""
+        if self.settings.ptt_latching and self.settings.talk_mode == "ptt":
+            if not pressed:
+                return
+            pressed = not self.ptt_pressed
         self.ptt_pressed = pressed
         if self.settings.talk_mode == "ptt" and not self.emergency:
             if not pressed:
@@ -180,11 +185,19 @@ class Port:
     def stop_talking(self) -> None:
         """The floor took the port off the air (preempted or timed out): close the gate, with the
         end flag, and stay shut until the user lets go."""
-        self.blocked = True
+        self._refused()
         self.emergency = False
         if self.uplink.transmitting:
             self.uplink.set_gate(False)
             self._changed()
+
+    def _refused(self) -> None:
+        """Off the air by the floor's decision: shut until the user lets go. A latching button is
+        let go for them (the next press asks again), so it never waits latched for a free group."""
+        if self.settings.ptt_latching and self.settings.talk_mode == "ptt":
+            self.ptt_pressed = False
+        else:
+            self.blocked = True
 
     def floor_free(self) -> None:
         """The talk group has nobody talking: an ``open`` port that was stopped tries again."""
@@ -200,7 +213,7 @@ class Port:
             if self.blocked:
                 return False
             if self.floor is not None and not self.floor.request(self):
-                self.blocked = True
+                self._refused()
                 return False
         self.uplink.set_gate(open_)
         if not open_ and self.floor is not None:

@@ -208,3 +208,27 @@ def test_a_forged_claim_element_is_counted_and_not_played() -> None:
     good = rtp.RtpPacket(111, 1, 960, 0x55, True, b"\xf8\xff\xfe", Claim(0x55, 0, False, 5, 1).encode())
     assert floors.admit("ops", good)
     assert floors.stats.bad_claims == 1
+
+
+def test_a_latching_button_toggles_and_a_refused_latch_is_let_go() -> None:
+    site = _Site([OPS])
+    a = site.box(_ptt("a"))["a"]
+    desk = site.box(dataclasses.replace(_ptt("desk"), ptt_latching=True))["desk"]
+    desk.set_ptt(True)
+    desk.set_ptt(False)  # the release of a latching button does nothing
+    site.run(0.3, {"desk": _speech()})
+    assert desk.transmitting
+    desk.set_ptt(True)  # the next press ends the transmission
+    site.run(0.2)
+    assert not desk.transmitting and not desk.ptt_pressed
+    a.set_ptt(True)
+    site.run(0.3, {"a": _speech()})
+    desk.set_ptt(True)  # refused while a talks: busy, and the latch is let go (no talking later)
+    site.run(0.2)
+    assert not desk.transmitting and desk.cues.played == ["busy"] and not desk.ptt_pressed
+    a.set_ptt(False)
+    site.run(0.3)
+    assert not desk.transmitting
+    desk.set_ptt(True)  # one press is enough to ask again
+    site.run(0.2, {"desk": _speech()})
+    assert desk.transmitting
