@@ -457,3 +457,16 @@ def test_docs_examples_have_exactly_the_builders_keys() -> None:
         kind = doc["state"] if name == "presence" else name
         if kind in built:
             assert list(doc) == list(built[kind]), doc
+
+
+def test_wide_area_topics_name_other_sites_only() -> None:
+    t = Topics("gateway/v1/alpha", "gw-a")
+    assert t.voice("ops") == "gateway/v1/alpha/groups/ops/voice/gw-a"
+    assert t.wan_filters("ops") == ("gateway/v1/+/groups/ops/voice/+",
+                                    "gateway/v1/+/gateways/+/announce/ops")
+    assert t.parse_wan("gateway/v1/bravo/groups/ops/voice/gw-b") == ("voice", "bravo", "gw-b", "ops")
+    assert t.parse_wan("gateway/v1/bravo/gateways/gw-b/announce/ops") == ("announce", "bravo", "gw-b", "ops")
+    for own_or_other in ("gateway/v1/alpha/groups/ops/voice/gw-c",  # this site: it travels on the LAN
+                         "gateway/v1/bravo/groups/ops/voice", "gateway/v1/bravo/gateways/gw-b/presence",
+                         "gateway/v2/bravo/groups/ops/voice/gw-b", "gateway/v1/bravo//ops/voice/x"):
+        assert t.parse_wan(own_or_other) is None, own_or_other
