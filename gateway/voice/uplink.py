@@ -5,8 +5,9 @@ into codec frames. While the gate is closed nothing is sent, but the RTP clock k
 receiver sees the silence as time, and the next talk spurt starts with the marker bit set.
 
 Every packet of a spurt carries the port's floor claim (:attr:`Uplink.claim`, set by whoever granted
-the floor). Closing the gate sends :data:`END_PACKETS` frames of silence whose claim has the end
-flag, so every box frees the floor at once instead of waiting for the claim to time out; several,
+the floor). Closing the gate sends the next :data:`END_PACKETS` frames as silence whose claim has
+the end flag, at the usual cadence (a burst would look like jitter to the listeners' buffers), so
+every box frees the floor within a frame instead of waiting for the claim to time out; several,
 because multicast is lossy.
 """
 
@@ -47,7 +48,7 @@ class Uplink:
         self._fifo = np.zeros(self._frame * 4, dtype=np.int16)
         self._fill = 0
         self._open = False
-        self._ahead = 0
+        self._ending = 0
         self.claim: bytes | None = None
         """The floor claim element each packet carries while the gate is open (None: no floor)."""
         self.end_claim: bytes | None = None
@@ -68,13 +69,9 @@ class Uplink:
             self.encoder.reset()
             self.rtp.start_spurt()
         elif not open_ and self._open and self.end_claim is not None:
-            silence = np.zeros(self._frame, dtype=np.int16)
-            for _ in range(END_PACKETS):
-                payload = self.encoder.encode(silence)
-                self._send(self.rtp.packetize(payload, self._rtp_step, self.end_claim))
-            # The RTP clock ran ahead of the audio by those frames: the closed gate's next frames
-            # take them back instead of advancing it.
-            self._ahead += END_PACKETS
+            self._ending = END_PACKETS
+        if open_:
+            self._ending = 0
         self._open = open_
 
     def process(self, chunk: Frame) -> None:
@@ -91,8 +88,10 @@ class Uplink:
 
     def _emit(self, frame: Frame) -> None:
         if not self._open:
-            if self._ahead:
-                self._ahead -= 1
+            if self._ending and self.end_claim is not None:
+                self._ending -= 1
+                payload = self.encoder.encode(np.zeros(self._frame, dtype=np.int16))
+                self._send(self.rtp.packetize(payload, self._rtp_step, self.end_claim))
             else:
                 self.rtp.skip(self._rtp_step)
             return

@@ -39,8 +39,8 @@ async def test_an_emergency_call_breaks_in_and_is_heard_everywhere(tmp_path: Pat
 async def test_two_sites_carry_a_wide_area_group_through_the_central_broker(tmp_path: Path) -> None:
     """Two site brokers bridged through a third (the bridge `gateway bridge` writes), a wan group:
     the talker at alpha is heard at bravo, and only through the brokers (the sites' LANs are
-    apart). The figures are printed; see the README for why they trail the LAN's (mosquitto
-    2.0.11's bridge socket keeps Nagle's algorithm on)."""
+    apart). The first talk spurt trails the LAN's figures (see the README: mosquitto 2.0.11's
+    bridge socket keeps Nagle's algorithm on); the second matches them."""
     result = await run_two_sites(SPEECH, tmp_path)
     text = format_two_sites(result)
     print(text)
@@ -48,7 +48,10 @@ async def test_two_sites_carry_a_wide_area_group_through_the_central_broker(tmp_
     assert result.lan_packets_at_listener == 0
     assert result.voice_over_mqtt_sent == result.packets_sent == result.voice_over_mqtt_received
     assert result.packets_received == result.packets_sent and result.packets_lost == 0
-    for delay, pesq in ((result.delay_ms, result.pesq), (result.second_delay_ms, result.second_pesq)):
-        assert delay is not None and delay < 200, text  # heard: the spurt was found in the recording
-        assert pesq is not None and pesq >= 1.2, text  # scored (a floor against silence or noise only)
+    assert result.delay_ms is not None and result.delay_ms < 150, text
+    assert result.second_delay_ms is not None and result.second_delay_ms < 150, text
+    # Measured 3.30 and 4.16: the first spurt's second packet waits behind Nagle on the bridge's
+    # socket and the listener's buffer learns the path (drops, inserts); by the second it has.
+    assert result.pesq is not None and result.pesq >= 2.8, text
+    assert result.second_pesq is not None and result.second_pesq >= 3.8, text
     assert result.to_json()["scenario"] == "two-sites"
