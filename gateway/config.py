@@ -137,6 +137,14 @@ class MqttSettings:
     """Password (never logged)."""
     keepalive_s: int = 30
     """MQTT keepalive; the broker declares the box offline after about 1.5 times this."""
+    tls: bool = False
+    """Connect over TLS (port 8883 usually); the broker's certificate is verified."""
+    cafile: str = ""
+    """CA certificate that signs the broker's (empty: the system's CAs)."""
+    certfile: str = ""
+    """This box's client certificate, when the broker logs boxes in by certificate."""
+    keyfile: str = field(default="", repr=False)
+    """The client certificate's private key (keep it 0600)."""
     topic_root: str = "gateway/v1"
     """Versioned root; topics are ``{topic_root}/{site}/...``."""
     reconnect_min_s: float = 1.0
@@ -533,6 +541,10 @@ def _validate(cfg: Config, where: _Where) -> None:
     _check(64 <= n.max_datagram_bytes <= 65507, where, "network.max_datagram_bytes",
            f"must be 64-65507, got {n.max_datagram_bytes}")
     _check(bool(m.host), where, "mqtt.host", "must not be empty")
+    _check(not (m.certfile or m.keyfile or m.cafile) or m.tls, where, "mqtt.tls",
+           "must be true when cafile, certfile or keyfile is set")
+    _check(bool(m.certfile) == bool(m.keyfile), where, "mqtt.certfile",
+           "certfile and keyfile go together")
     _check(1 <= m.port <= 65535, where, "mqtt.port", f"must be 1-65535, got {m.port}")
     _check(5 <= m.keepalive_s <= 3600, where, "mqtt.keepalive_s",
            f"must be 5-3600, got {m.keepalive_s}")

@@ -221,6 +221,12 @@ class Link:
         client.connect_timeout = CONNECT_TIMEOUT_S
         if self._settings.username:
             client.username_pw_set(self._settings.username, self._settings.password or None)
+        if self._settings.tls:
+            s = self._settings
+            # The broker's certificate is checked against cafile (or the system's CAs) and its
+            # name; a client certificate, when given, is this box's login (use_identity_as_username).
+            client.tls_set(ca_certs=s.cafile or None, certfile=s.certfile or None,
+                           keyfile=s.keyfile or None)
         will = self._will
         props = json_properties(PacketTypes.WILLMESSAGE)
         if will.delay_s:
