@@ -55,6 +55,8 @@ class Hearing:
     pesq: float | None
     emergency_raised: bool
     cues: list[str]
+    buffer: dict[str, int]
+    """The listener's jitter buffer during the run: frames concealed, dropped and inserted."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ class EmergencyResult:
             "emergency_raised_on": self.raised_on, "gateways": self.gateways,
             "heard": [{"gateway": h.gateway, "delay_ms": None if h.delay_ms is None else round(h.delay_ms, 1),
                        "pesq": None if h.pesq is None else round(h.pesq, 2),
-                       "emergency_raised": h.emergency_raised, "cues": h.cues} for h in self.hearings],
+                       "emergency_raised": h.emergency_raised, "cues": h.cues, "buffer": h.buffer}
+                      for h in self.hearings],
             "floor": self.floor, "alerts": self.alerts, "end_command_reply": self.end_reply,
             "wall_seconds": round(self.wall_seconds, 2),
         }
@@ -145,7 +148,7 @@ async def run_emergency(clip_path: Path | None = None, out_dir: Path | None = No
             emergency_button.drive_low()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(calling.wait(), hold_s + 1)
-            called = time.monotonic()
+            called = calling.at or time.monotonic()
             emergency_button.drive_high()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopped.wait(), 2)
@@ -160,6 +163,9 @@ async def run_emergency(clip_path: Path | None = None, out_dir: Path | None = No
             await _sleep_until(t0_b + end_s)
             starts = [getattr(a.ports[site.PORT_NAME].device, "started_at", t0) for a in apps]
             cues = [list(a.ports[site.PORT_NAME].cues.played) for a in apps]
+            totals = [a.ports[site.PORT_NAME].downlink.totals() for a in apps]
+            buffers = [{"concealed": t.frames_concealed, "dropped": t.frames_dropped,
+                        "inserted": t.frames_inserted} for t in totals]
             floor = [{"gateway": c.gateway.id, **vars(a.floors.stats)}
                      for c, a in zip(configs, apps, strict=True)]
         hearings = []
@@ -169,7 +175,8 @@ async def run_emergency(clip_path: Path | None = None, out_dir: Path | None = No
             heard, _ = read_wav(site.output_path(rec_dir, cfg.gateway.id))
             scored = score_recording(mics[1], heard, rate, starts[i] - t0_b, int(SPEECH_B_S * rate),
                                      len(clip))
-            hearings.append(Hearing(cfg.gateway.id, scored.delay_ms, scored.pesq, raised[i], cues[i]))
+            hearings.append(Hearing(cfg.gateway.id, scored.delay_ms, scored.pesq, raised[i], cues[i],
+                                    buffers[i]))
         return EmergencyResult(
             talker=f"{configs[0].gateway.id}/{site.PORT_NAME}",
             caller=f"{configs[1].gateway.id}/{site.PORT_NAME}",

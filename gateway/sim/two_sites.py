@@ -51,7 +51,8 @@ class TwoSitesResult:
     talker: str
     listener: str
     keys_after_s: float | None
-    """From both gateways linked to their brokers until the listener knew the talker's key."""
+    """From the gateways' start until the listener knew the talker's key (it crossed the bridges
+    in the talker's announcement)."""
     delay_ms: float | None
     pesq: float | None
     """Of the first talk spurt."""
@@ -120,6 +121,7 @@ async def run_two_sites(clip_path: Path | None = None, out_dir: Path | None = No
             configs.append(cfg)
         factories = [MockFactory() for _ in configs]
         apps = [App(cfg, pin_factory=f) for cfg, f in zip(configs, factories, strict=True)]
+        booted = time.monotonic()
         async with contextlib.AsyncExitStack() as running_apps:
             for app in apps:
                 await running_apps.enter_async_context(running(app))
@@ -131,7 +133,7 @@ async def run_two_sites(clip_path: Path | None = None, out_dir: Path | None = No
             deadline = linked + LEAD_S - 0.5
             while time.monotonic() < deadline:  # the announcements cross the bridges
                 if listener_keys.knows(talker.ssrc):
-                    keys_after = time.monotonic() - linked
+                    keys_after = time.monotonic() - booted
                     break
                 await asyncio.sleep(0.05)
             t0 = getattr(talker.device, "started_at", linked)  # the microphone file's sample 0
@@ -182,7 +184,7 @@ def _score_spurt(said: np.ndarray, heard: np.ndarray, rate: int, late_s: float, 
 
 def format_two_sites(r: TwoSitesResult) -> str:
     """The human-readable result."""
-    keys = "never" if r.keys_after_s is None else f"{r.keys_after_s:.2f} s after both were linked"
+    keys = "never" if r.keys_after_s is None else f"{r.keys_after_s:.2f} s after the gateways started"
 
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
