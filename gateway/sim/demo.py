@@ -191,6 +191,7 @@ async def run_demo(
                 await _sleep_until(t0 + lead_in_s + len(clip) / rate + TAIL_S / 2)
                 button.drive_high()  # release
             await _sleep_until(t0 + len(said) / rate + 0.3)
+            await _settle(talker.ports[site.PORT_NAME])
             packets_sent = talker.ports[site.PORT_NAME].uplink.rtp.packets_sent
             network = None if hub is None else _network_summary(impairment, hub)
             counters = [app.counters()["ports"][site.PORT_NAME] for app in apps]
@@ -223,6 +224,15 @@ def _network_summary(settings: ImpairmentSettings | None, hub: ImpairedHub) -> d
         "seed": settings.seed, "relay_seen": totals["seen"], "relay_dropped": totals["dropped"],
         "relay_reordered": totals["reordered"],
     }
+
+
+async def _settle(port: Any, timeout_s: float = 1.5) -> None:
+    """Let the talker's last talk spurt finish (hands-free hold, end-flag packets) and its last
+    packets arrive, before the counters are read."""
+    deadline = time.monotonic() + timeout_s
+    while port.uplink.busy and time.monotonic() < deadline:  # noqa: ASYNC110 - the uplink runs
+        await asyncio.sleep(0.02)  # on device ticks and signals nothing: poll it
+    await asyncio.sleep(0.1)
 
 
 async def _sleep_until(deadline: float) -> None:

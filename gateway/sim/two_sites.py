@@ -30,7 +30,7 @@ from gateway.control import brokerconf
 from gateway.net.keys import generate_secret
 from gateway.sim import site
 from gateway.sim.broker import Mosquitto, free_tcp_port
-from gateway.sim.demo import _sleep_until, _wait_online, default_clip, espeak_clip, load_clip
+from gateway.sim.demo import _settle, _sleep_until, _wait_online, default_clip, espeak_clip, load_clip
 from gateway.sim.metrics import Heard, score
 
 SITES = ("alpha", "bravo")
@@ -144,6 +144,7 @@ async def run_two_sites(clip_path: Path | None = None, out_dir: Path | None = No
                 await _sleep_until(t0 + start_s + len(clip) / rate + 0.3)
                 button.drive_high()
             await _sleep_until(t0 + len(said) / rate + 0.3)
+            await _settle(talker)
             counters = [a.counters() for a in apps]
             controls = [a.control for a in apps]
             starts = [getattr(a.ports[site.PORT_NAME].device, "started_at", t0) for a in apps]

@@ -62,6 +62,11 @@ class Uplink:
         """True while the talk gate is open."""
         return self._open
 
+    @property
+    def busy(self) -> bool:
+        """True while the gate is open or the end-flag packets of a spurt are still going out."""
+        return self._open or self._ending > 0
+
     def set_gate(self, open_: bool) -> None:
         """Open or close the talk gate; opening starts a new talk spurt, closing ends it (with the
         end flag, when there is a claim)."""
