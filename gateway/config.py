@@ -545,6 +545,9 @@ def _validate(cfg: Config, where: _Where) -> None:
            "must be true when cafile, certfile or keyfile is set")
     _check(bool(m.certfile) == bool(m.keyfile), where, "mqtt.certfile",
            "certfile and keyfile go together")
+    _check(m.username in ("", gw.id), where, "mqtt.username",
+           f"must be this gateway's id {gw.id!r} (or empty): the site broker's access rules give "
+           "each gateway the topics of the user name it logs in with")
     _check(1 <= m.port <= 65535, where, "mqtt.port", f"must be 1-65535, got {m.port}")
     _check(5 <= m.keepalive_s <= 3600, where, "mqtt.keepalive_s",
            f"must be 5-3600, got {m.keepalive_s}")

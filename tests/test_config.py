@@ -256,6 +256,8 @@ ERRORS: list[tuple[str, str, str, str]] = [
      "mqtt.tls", "must be true when cafile, certfile or keyfile is set"),
     ("certificate without its key", _set("[mqtt]\n", '[mqtt]\ntls = true\ncertfile = "/c.pem"\n'),
      "mqtt.certfile", "certfile and keyfile go together"),
+    ("broker login not the gateway's id", _set("[mqtt]\n", '[mqtt]\nusername = "someone"\n'),
+     "mqtt.username", "must be this gateway's id"),
     ("priority 8", _set("ptt_pin = 17", "ptt_pin = 17\npriority = 8"), "ports.desk.priority",
      "must be 0-7, got 8"),
     ("emergency button on the PTT pin", _set("ptt_pin = 17", "ptt_pin = 17\nemergency_pin = 17"),
