@@ -316,6 +316,13 @@ class Link:
     def _readable(self) -> None:
         try:
             self.client.loop_read()
+            # TLS: what the SSL layer already decrypted doesn't make the socket readable again,
+            # and paho reads a bounded number of packets per call; read until it is drained, or
+            # a message (a command) would wait for the next unrelated packet.
+            sock = self.client.socket()
+            pending = getattr(sock, "pending", None)
+            while pending is not None and pending() > 0 and self.client.socket() is sock:
+                self.client.loop_read()
         except Exception as exc:  # paho re-raises errors from callbacks; a reader must not spin on them
             log.exception("MQTT read failed")
             self._lose(f"read failed: {exc}")
