@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C must reach the processes the tests start: a suite launched in the background by a
+    non-interactive shell (``cmd &``) inherits SIGINT ignored (POSIX), and so would every child,
+    so the tests of what Ctrl-C does would see nothing happen."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)
