@@ -6,13 +6,13 @@ Plus table tests of the pure parts (broker choice, address choice, TXT length).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +22,7 @@ from gateway import __version__
 from gateway.config import from_dict
 from gateway.control import discovery
 from gateway.control.discovery import Advertiser, DiscoveryError, choose_broker
-from tests.rigs.netns import REPO, Host, needs_root
+from tests.rigs.netns import REPO, Host, linked_hosts, needs_root
 
 # Runs inside a namespace: one JSON command in argv, JSON results on stdout, logs on stderr.
 _AGENT = textwrap.dedent("""
@@ -61,34 +61,15 @@ _AGENT = textwrap.dedent("""
 """)
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
 def lan() -> Iterator[tuple[Host, Host]]:
     """Two namespaces on one veth link (10.79.0.1/24, 10.79.0.2/24), multicast routed onto it."""
-    tag = uuid.uuid4().hex[:6]
-    hosts = (Host(f"zcA-{tag}", "10.79.0.1"), Host(f"zcB-{tag}", "10.79.0.2"))
-    made: list[str] = []
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            for h in hosts:
-                _ip("netns", "add", h.netns)
-                made.append(h.netns)
+            hosts = stack.enter_context(linked_hosts("zc", "10.79.0", multicast=True))
         except subprocess.CalledProcessError as exc:
             pytest.skip(f"ip netns is not usable here: {exc.stderr.strip()}")
-        _ip("link", "add", f"za{tag}", "netns", hosts[0].netns, "type", "veth", "peer", "name",
-            f"zb{tag}", "netns", hosts[1].netns)
-        for h, dev in zip(hosts, (f"za{tag}", f"zb{tag}"), strict=True):
-            _ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", dev)
-            _ip("-n", h.netns, "link", "set", dev, "up")
-            _ip("-n", h.netns, "link", "set", "lo", "up")
-            _ip("-n", h.netns, "route", "add", "224.0.0.0/4", "dev", dev)
         yield hosts
-    finally:
-        for name in made:
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
 def _agent(host: Host, cmd: dict[str, Any], **popen: Any) -> subprocess.Popen[str]:
@@ -180,7 +161,7 @@ def test_an_address_that_is_not_ours_is_a_discovery_error(lan: tuple[Host, Host]
 @needs_root
 def test_no_multicast_route_is_a_discovery_error(lan: tuple[Host, Host]) -> None:
     a, _ = lan
-    _ip("-n", a.netns, "route", "del", "224.0.0.0/4")
+    subprocess.run(a.cmd("ip", "route", "del", "224.0.0.0/4"), check=True)
     proc = _agent(a, {"op": "steps", "default": True, "steps": [["find_broker", "plant", 1]]})
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

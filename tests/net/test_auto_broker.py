@@ -13,19 +13,18 @@ from pathlib import Path
 import pytest
 
 from gateway.net import keys
-from tests.rigs.netns import Host, gateway_toml, needs_root, two_hosts
+from tests.rigs.netns import Host, gateway_toml, multicast_hosts, needs_root
 
-__all__ = ["two_hosts"]  # the fixture
+__all__ = ["multicast_hosts"]  # the fixture
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 @needs_root
 @pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is installed by scripts/install.sh")
-def test_a_box_finds_the_site_broker_by_dns_sd(tmp_path: Path, two_hosts: tuple[Host, Host]) -> None:
-    a, b = two_hosts
-    for h in (a, b):  # mDNS is multicast: the link needs a route for it
-        subprocess.run(h.cmd("ip", "route", "add", "224.0.0.0/4", "dev", _link_of(h)), check=True)
+def test_a_box_finds_the_site_broker_by_dns_sd(tmp_path: Path,
+                                               multicast_hosts: tuple[Host, Host]) -> None:
+    a, b = multicast_hosts  # mDNS is multicast: the link routes it
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener 1883 {a.address}\nallow_anonymous true\npersistence false\n"
                     + "user root\n")
@@ -58,7 +57,7 @@ def test_a_box_finds_the_site_broker_by_dns_sd(tmp_path: Path, two_hosts: tuple[
         broker.communicate(timeout=10)
     assert '"state":"online"' in out.replace(" ", ""), (out, errors)
     assert all(p.returncode == 0 for p in procs), errors
-    assert "linked to MQTT broker 10.77.0.1:1883" in errors[1], errors[1]
+    assert "linked to MQTT broker 10.78.0.1:1883" in errors[1], errors[1]
 
 
 # Prints the first retained-or-live message on the topic, or nothing after 30 s.
@@ -76,9 +75,3 @@ c.loop_start()
 done.wait(30)
 """
 
-
-def _link_of(host: Host) -> str:
-    """The veth device of a host (the fixture names them va…/vb…)."""
-    out = subprocess.run(host.cmd("ip", "-o", "link", "show", "type", "veth"), check=True,
-                         capture_output=True, text=True).stdout
-    return out.split(":")[1].strip().split("@")[0]

@@ -7,6 +7,7 @@ namespace, and therefore every address and rule in it, is the test's own and is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -61,26 +62,45 @@ class Host:
         return sum(int(line.split()[0]) for line in out.splitlines() if "DROP" in line)
 
 
-@pytest.fixture
-def two_hosts() -> Iterator[tuple[Host, Host]]:
-    """Two namespaces joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24."""
+@contextlib.contextmanager
+def linked_hosts(prefix: str, subnet: str, *, multicast: bool = False) -> Iterator[tuple[Host, Host]]:
+    """Two namespaces joined by a veth pair, ``{subnet}.1/24`` and ``{subnet}.2/24``; with
+    ``multicast``, each routes 224.0.0.0/4 onto the link (mDNS, multicast voice). Raises
+    CalledProcessError when a namespace can't be made; everything made is deleted after."""
     tag = uuid.uuid4().hex[:6]
-    hosts = (Host(f"gwA-{tag}", "10.77.0.1"), Host(f"gwB-{tag}", "10.77.0.2"))
+    hosts = (Host(f"{prefix}A-{tag}", f"{subnet}.1"), Host(f"{prefix}B-{tag}", f"{subnet}.2"))
+    devices = (f"{prefix[:2]}a{tag}", f"{prefix[:2]}b{tag}")
     made: list[str] = []
     try:
         for h in hosts:
             _ip("netns", "add", h.netns)
             made.append(h.netns)
-        _ip("link", "add", f"va{tag}", "netns", hosts[0].netns, "type", "veth", "peer", "name",
-            f"vb{tag}", "netns", hosts[1].netns)
-        for h, dev in zip(hosts, (f"va{tag}", f"vb{tag}"), strict=True):
+        _ip("link", "add", devices[0], "netns", hosts[0].netns, "type", "veth", "peer", "name",
+            devices[1], "netns", hosts[1].netns)
+        for h, dev in zip(hosts, devices, strict=True):
             _ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", dev)
             _ip("-n", h.netns, "link", "set", dev, "up")
             _ip("-n", h.netns, "link", "set", "lo", "up")
+            if multicast:
+                _ip("-n", h.netns, "route", "add", "224.0.0.0/4", "dev", dev)
         yield hosts
     finally:
         for name in made:
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[Host, Host]]:
+    """Two namespaces joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24."""
+    with linked_hosts("gw", "10.77.0") as hosts:
+        yield hosts
+
+
+@pytest.fixture
+def multicast_hosts() -> Iterator[tuple[Host, Host]]:
+    """The same with multicast routed onto the link, 10.78.0.1/24 and 10.78.0.2/24."""
+    with linked_hosts("mc", "10.78.0", multicast=True) as hosts:
+        yield hosts
 
 
 def gateway_toml(
