@@ -90,19 +90,35 @@ def pesq_score(ref: Signal, deg: Signal, rate_hz: int) -> float | None:
         return None
 
 
-def score_recording(
-    said: Signal, heard: Signal, rate_hz: int, heard_started_late_s: float, clip_start: int,
-    clip_len: int,
-) -> Heard:
-    """Score a listener's recording against the talker's microphone, each on its own clock.
-
-    ``heard_started_late_s`` is how much later the listener's sample 0 was taken than the talker's
-    (the devices' ``started_at`` difference): the recording is put on the talker's timeline first.
-    """
+def on_talker_timeline(said_len: int, heard: Signal, rate_hz: int, heard_started_late_s: float) -> Signal:
+    """A listener's recording put on the talker's timeline: ``heard_started_late_s`` is how much
+    later the listener's sample 0 was taken than the talker's (the devices' ``started_at``
+    difference); at least two seconds longer than the talker's ``said_len`` samples."""
     shift = round(heard_started_late_s * rate_hz)
-    timeline = np.zeros(max(len(said) + 2 * rate_hz, len(heard) + max(shift, 0)))
+    timeline = np.zeros(max(said_len + 2 * rate_hz, len(heard) + max(shift, 0)))
     if shift >= 0:
         timeline[shift: shift + len(heard)] = heard
     else:
         timeline[: max(0, len(heard) + shift)] = heard[-shift:]
+    return timeline
+
+
+def score_recording(
+    said: Signal, heard: Signal, rate_hz: int, heard_started_late_s: float, clip_start: int,
+    clip_len: int,
+) -> Heard:
+    """Score a listener's recording against the talker's microphone, each on its own clock
+    (:func:`on_talker_timeline`)."""
+    timeline = on_talker_timeline(len(said), heard, rate_hz, heard_started_late_s)
     return score(said, timeline, rate_hz, clip_start, clip_len)
+
+
+def score_spurt(
+    said: Signal, heard: Signal, rate_hz: int, heard_started_late_s: float, start: int, length: int,
+) -> Heard:
+    """Delay and PESQ of one talk spurt of several: both signals on the talker's timeline, cut to
+    a second either side of it (the delay search correlates whole signals: it must see only this
+    spurt, not another)."""
+    timeline = on_talker_timeline(len(said), heard, rate_hz, heard_started_late_s)
+    a, b = max(0, start - rate_hz), min(len(said), start + length + rate_hz)
+    return score(said[a:b], timeline[a: b + rate_hz], rate_hz, start - a, length)

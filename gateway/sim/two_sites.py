@@ -31,7 +31,7 @@ from gateway.net.keys import generate_secret
 from gateway.sim import site
 from gateway.sim.broker import Mosquitto, free_tcp_port
 from gateway.sim.demo import _settle, _sleep_until, _wait_online, default_clip, espeak_clip, load_clip
-from gateway.sim.metrics import Heard, score
+from gateway.sim.metrics import score_spurt
 
 SITES = ("alpha", "bravo")
 LEAD_S = 4.0
@@ -151,7 +151,7 @@ async def run_two_sites(clip_path: Path | None = None, out_dir: Path | None = No
             lan = counters[1]["udp_received"] - (apps[1].control.stats.voice_received
                                                  if apps[1].control else 0)
         heard, _ = read_wav(site.output_path(rec_dir, f"{SITES[1]}-gw"))
-        first, second = (_score_spurt(said, heard, rate, starts[1] - starts[0], int(at * rate),
+        first, second = (score_spurt(said, heard, rate, starts[1] - starts[0], int(at * rate),
                                       len(clip)) for at in (LEAD_S, second_s))
         assert controls[0] is not None and controls[1] is not None
         return TwoSitesResult(
@@ -166,21 +166,6 @@ async def run_two_sites(clip_path: Path | None = None, out_dir: Path | None = No
             lan_packets_at_listener=lan, wall_seconds=time.monotonic() - started,
         )
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _score_spurt(said: np.ndarray, heard: np.ndarray, rate: int, late_s: float, start: int,
-                 length: int) -> Heard:
-    """Delay and PESQ of one talk spurt: both signals put on the talker's timeline and cut to a
-    second either side of it (the delay search correlates whole signals: it must see only this
-    spurt, not the other)."""
-    shift = round(late_s * rate)
-    timeline = np.zeros(len(said) + 2 * rate)
-    if shift >= 0:
-        timeline[shift: shift + len(heard)] = heard[: len(timeline) - shift]
-    else:
-        timeline[: max(0, len(heard) + shift)] = heard[-shift:][: len(timeline)]
-    a, b = max(0, start - rate), min(len(said), start + length + rate)
-    return score(said[a:b], timeline[a: b + rate], rate, start - a, length)
 
 
 def format_two_sites(r: TwoSitesResult) -> str:

@@ -13,6 +13,7 @@ from gateway.audio.wav import read_wav
 from gateway.config import CodecSettings, GroupSettings, NetworkSettings, PortSettings
 from gateway.control.floor import Claim
 from gateway.net import rtp
+from gateway.sim.metrics import score_spurt
 from gateway.voice.floors import Floors
 from gateway.voice.port import Port
 from tests.rigs.voice import SPEECH
@@ -238,8 +239,6 @@ def test_the_end_of_a_spurt_costs_the_next_one_nothing() -> None:
     """The end-flag packets go out at the frame cadence: sent as a burst they looked like jitter,
     the listener's buffer grew to 72 ms and the second spurt played with drops and inserts (PESQ
     2.47). Now the second spurt sounds like the first, with the buffer untouched."""
-    from gateway.sim.two_sites import _score_spurt
-
     site = _Site([OPS])
     a = site.box(_ptt("a"))["a"]
     b = site.box(_ptt("b"))["b"]
@@ -257,7 +256,7 @@ def test_the_end_of_a_spurt_costs_the_next_one_nothing() -> None:
             a.set_ptt(False)
         site.run(0.02, mic)
     heard = np.concatenate(site.heard["b"])
-    first, second = (_score_spurt(said, heard, RATE, 0.0, s, len(clip)) for s in starts)
+    first, second = (score_spurt(said, heard, RATE, 0.0, s, len(clip)) for s in starts)
     assert first.pesq is not None and second.pesq is not None and second.pesq >= 4.0, (first, second)
     assert second.delay_ms == first.delay_ms
     totals = b.downlink.totals()
