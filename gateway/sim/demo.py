@@ -128,6 +128,15 @@ def espeak_clip(path: Path) -> Path:
     return path
 
 
+def speech_clip(path: Path | None, work: Path) -> tuple[Path, np.ndarray[Any, np.dtype[np.int16]], int]:
+    """The clip a run plays: ``path``, else the shared speech clip, else an espeak-ng sentence
+    written in ``work``; as (its path, mono int16 at 8 or 16 kHz, that rate)."""
+    if path is None:
+        path = default_clip() or espeak_clip(work / "espeak.wav")
+    clip, rate = load_clip(path)
+    return path, clip, rate
+
+
 def load_clip(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.int16]], int]:
     """The clip as mono int16 at 8 or 16 kHz (PESQ's rates); other rates go to 16 kHz."""
     data, rate = read_wav(path)
@@ -148,9 +157,7 @@ async def run_demo(
     lead_in_s = LEAD_IN_S if impairment is None else LOSSY_LEAD_IN_S
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-")))
-        if clip_path is None:
-            clip_path = default_clip() or espeak_clip(work / "espeak.wav")
-        clip, rate = load_clip(clip_path)
+        clip_path, clip, rate = speech_clip(clip_path, work)
         lead, tail = int(lead_in_s * rate), int(TAIL_S * rate)
         said = np.concatenate([np.zeros(lead, np.int16), clip, np.zeros(tail, np.int16)])
         mic = work / "talker-mic.wav"

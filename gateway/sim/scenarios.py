@@ -32,7 +32,7 @@ from gateway.app import App, running
 from gateway.audio.wav import read_wav, write_wav
 from gateway.sim import site
 from gateway.sim.broker import Mosquitto
-from gateway.sim.demo import _sleep_until, _wait_online, default_clip, espeak_clip, load_clip
+from gateway.sim.demo import _sleep_until, _wait_online, speech_clip
 from gateway.sim.metrics import score_recording
 from gateway.voice.port import Port
 
@@ -103,9 +103,7 @@ async def run_emergency(clip_path: Path | None = None, out_dir: Path | None = No
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-")))
-        if clip_path is None:
-            clip_path = default_clip() or espeak_clip(work / "espeak.wav")
-        clip, rate = load_clip(clip_path)
+        clip_path, clip, rate = speech_clip(clip_path, work)
         end_s = SPEECH_B_S + len(clip) / rate + TAIL_S
         mics = []
         for who, at in (("a", SPEECH_A_S), ("b", SPEECH_B_S)):

@@ -30,7 +30,7 @@ from gateway.control import brokerconf
 from gateway.net.keys import generate_secret
 from gateway.sim import site
 from gateway.sim.broker import Mosquitto, free_tcp_port
-from gateway.sim.demo import _settle, _sleep_until, _wait_online, default_clip, espeak_clip, load_clip
+from gateway.sim.demo import _settle, _sleep_until, _wait_online, speech_clip
 from gateway.sim.metrics import score_spurt
 
 SITES = ("alpha", "bravo")
@@ -95,9 +95,7 @@ async def run_two_sites(clip_path: Path | None = None, out_dir: Path | None = No
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-")))
-        if clip_path is None:
-            clip_path = default_clip() or espeak_clip(work / "espeak.wav")
-        clip, rate = load_clip(clip_path)
+        clip_path, clip, rate = speech_clip(clip_path, work)
         second_s = LEAD_S + len(clip) / rate + GAP_S
         said = np.concatenate([np.zeros(int(LEAD_S * rate), np.int16), clip,
                                np.zeros(int(second_s * rate) - int(LEAD_S * rate) - len(clip), np.int16),
