@@ -13,7 +13,7 @@ def _level_db(x: np.ndarray) -> float:
 
 
 def _through(f: HighPass, x: np.ndarray, block: int = 320) -> np.ndarray:
-    return np.concatenate([f.process(x[i: i + block]) for i in range(0, len(x), block)])
+    return np.concatenate([f.process(x[i: i + block]).copy() for i in range(0, len(x), block)])
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_rejects_impossible_cutoff(cutoff: float) -> None:
         HighPass(cutoff)
 
 
-def test_direct_form_matches_the_biquad_cascade() -> None:
+def test_compiled_cascade_matches_scipy_sosfilt() -> None:
     from scipy.signal import butter, sosfilt
 
     x = np.random.default_rng(2).standard_normal(16000 * 5).astype(np.float32)
