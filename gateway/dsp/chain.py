@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
 from gateway.config import PROCESSING_RATE_HZ, DspSettings
@@ -30,7 +31,16 @@ from gateway.dsp.resample import Resampler
 from gateway.dsp.vad import VoiceActivityDetector
 
 Block = NDArray[np.float32]
-_SCALE = np.float32(1 / 32768)
+_SCALE = 1 / 32768
+
+
+@njit("void(float32[:], int16[:])", cache=True)
+def _to_int16(y: np.ndarray, out: np.ndarray) -> None:
+    """Full scale 1.0 to int16, clipped, truncated toward zero (numpy's float-to-int cast), in one
+    compiled pass: as three numpy operations it was 8 µs of a 20 ms frame."""
+    for i in range(y.shape[0]):  # pragma: no cover - compiled
+        v = min(max(y[i] * np.float32(32768), np.float32(-32768)), np.float32(32767))
+        out[i] = np.int16(v)
 
 
 class _Stage:
@@ -114,9 +124,9 @@ class UplinkChain:
 
     @staticmethod
     def _to_int16(y: Block) -> NDArray[np.int16]:
-        y = y * np.float32(32768)
-        np.clip(y, -32768, 32767, out=y)
-        return y.astype(np.int16)
+        out = np.empty(len(y), np.int16)
+        _to_int16(y, out)
+        return out
 
     def run_block(self, block: Block) -> Block:
         """Run the 16 kHz stages on one block of :attr:`block` float samples (full scale 1.0)."""
@@ -126,12 +136,10 @@ class UplinkChain:
         return x
 
     def _resample(self, frame: NDArray[np.int16]) -> Block:
-        y = self.resampler.process(frame).astype(np.float32)
-        y *= _SCALE
-        return y
+        return self.resampler.process_float(frame, _SCALE)
 
     def _vad(self, x: Block) -> Block:
-        decisions = self.vad.update(self.ns.hop_llr)
+        decisions = self.vad.update(self.ns.hop_llr, self.ns.hop_level, self.ns.hop_snr)
         self.block_speech = any(decisions)
         return x
 

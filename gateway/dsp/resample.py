@@ -186,6 +186,19 @@ class _Polyphase:
 
     def process(self, chunk: Frame) -> Frame:
         """Every output whose newest input is in this chunk or before, as int16."""
+        y = self._convolve(chunk)
+        np.rint(y, out=y)
+        np.minimum(y, self._hi, out=y)
+        np.maximum(y, self._lo, out=y)
+        return y.astype(np.int16)
+
+    def process_float(self, chunk: Frame, scale: float) -> _Array:
+        """As :meth:`process`, as float32 times ``scale``, unrounded and unclipped."""
+        y: _Array = self._convolve(chunk) * np.float32(scale)
+        return y
+
+    def _convolve(self, chunk: Frame) -> _Array:
+        """The new outputs, unrounded: a view of a buffer the next call overwrites."""
         n = len(chunk)
         plan = self.plan
         self._inputs += n
@@ -200,7 +213,7 @@ class _Polyphase:
         buf[self._filled: self._filled + n] = chunk
         self._filled += n
         if last < first:
-            return np.empty(0, np.int16)
+            return np.empty(0, np.float32)
         # The last period's windows may reach past the newest input (into stale, finite samples):
         # only its outputs not yet computable read there, and they are cut off below.
         windows = self._windows[:periods]
@@ -208,10 +221,7 @@ class _Polyphase:
         products = self._products[:periods]
         np.matmul(windows.transpose(1, 0, 2), self._coefs, out=products.transpose(1, 0, 2))
         start = first - period * plan.period_out
-        y = products.reshape(-1)[start: start + last + 1 - first]
-        np.rint(y, out=y)
-        np.minimum(y, self._hi, out=y)
-        np.maximum(y, self._lo, out=y)
+        y: _Array = products.reshape(-1)[start: start + last + 1 - first]
         self._outputs = last + 1
         # Drop the periods now finished, keeping the history the next period's windows reach back.
         drop = ((last + 1) // plan.period_out - period) * plan.period_in
@@ -219,8 +229,7 @@ class _Polyphase:
         self._current ^= 1
         self._buffers[self._current][:keep] = buf[drop: self._filled]
         self._filled = keep
-        out: Frame = y.astype(np.int16)
-        return out
+        return y
 
 
 class Resampler:
@@ -238,3 +247,10 @@ class Resampler:
         if self._poly is None:
             return chunk
         return self._poly.process(chunk)
+
+    def process_float(self, chunk: Frame, scale: float) -> _Array:
+        """As :meth:`process`, but float32 times ``scale``, unrounded (one pass fewer for a float
+        consumer such as the uplink chain)."""
+        if self._poly is None:
+            return chunk * np.float32(scale)
+        return self._poly.process_float(chunk, scale)
