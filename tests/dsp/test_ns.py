@@ -39,12 +39,12 @@ def test_window_reconstructs_exactly() -> None:
 
 
 @hops
-def test_speech_passes_nearly_untouched_and_6_ms_late(hops: int) -> None:
+def test_speech_passes_nearly_untouched_and_a_overlap_late(hops: int) -> None:
     x = _speech_16k()
     y = _run(NoiseSuppressor(20.0, hops=hops), x)
     n = len(y)
     lag = int(np.argmax(np.correlate(y[:n], x[:n], mode="full")[n - 1: n - 1 + 400]))
-    assert lag == OVERLAP  # 96 samples = 6 ms
+    assert lag == OVERLAP  # 128 samples = 8 ms
     active = slice(OVERLAP + 4000, n)  # after the estimator has seen the clip's quiet start
     loss = _db(x[active.start - OVERLAP: n - OVERLAP]) - _db(y[active])
     assert loss < 1.0
@@ -52,14 +52,16 @@ def test_speech_passes_nearly_untouched_and_6_ms_late(hops: int) -> None:
 
 @hops
 def test_strength_bounds_how_far_noise_goes_down(hops: int) -> None:
-    """Steady white noise: never turned down by more than the strength, and by at least 10 dB
-    (or the strength, if lower); in steady noise the estimator itself settles near 15 dB."""
+    """Steady white noise: never turned down by more than the strength, and by at least 85 % of it
+    up to 10 dB (the presence ramp starts low, at -13 dB, to keep weak speech: a bin of steady noise
+    is now and then taken for speech, so the noise settles about 1 dB short of a 10 dB strength,
+    and near 22 dB at the default 30)."""
     noise = (np.random.default_rng(3).standard_normal(16000 * 3) * 0.03).astype(np.float32)
     for strength in (0.0, 6.0, 10.0, 20.0, 40.0):
         y = _run(NoiseSuppressor(strength, hops=hops), noise)
         settled = slice(16000, len(y))
         drop = _db(noise[settled]) - _db(y[settled])
-        assert min(strength, 10.0) - 1 <= drop <= strength + 0.5, (strength, drop)
+        assert 0.85 * min(strength, 10.0) <= drop <= strength + 0.5, (strength, drop)
 
 
 @hops

@@ -67,3 +67,34 @@ def test_preroll_loses_nothing(chunks: list[int], capacity: int) -> None:
         assert len(line) <= capacity
     out.append(line.drain())
     assert np.array_equal(np.concatenate(out) if out else data[:0], data)
+
+
+def _gated(levels: list[float], snrs: list[float], **kw: float) -> list[int]:
+    """Decisions for hops that all look like speech by likelihood, at the given levels and SNRs."""
+    vad = VoiceActivityDetector(threshold=0.45, release=0.2, hangover_ms=0, smoothing=0.0, **kw)  # type: ignore[arg-type]
+    out: list[int] = []
+    for i in range(0, len(levels), 2):
+        out += [int(d) for d in vad.update([5.0, 5.0], levels[i: i + 2], snrs[i: i + 2])]
+    return out
+
+
+def test_range_gate_drops_what_is_far_below_the_talker() -> None:
+    """After a talker at 40 dB, sound at 0 dB (40 below: an echo, a word's decay) is not speech,
+    while sound at 15 dB (25 below) is."""
+    loud = [40.0] * 4
+    assert _gated(loud + [0.0] * 4, [20.0] * 8, range_db=33.0) == [0, 1, 1, 1, 0, 0, 0, 0]
+    assert _gated(loud + [15.0] * 4, [20.0] * 8, range_db=33.0) == [0, 1, 1, 1, 1, 1, 1, 1]
+
+
+def test_range_gate_follows_a_quieter_talker_in_time() -> None:
+    """The remembered peak sinks: 40 dB below a talker heard 10 s ago is speech again."""
+    vad = VoiceActivityDetector(threshold=0.45, release=0.2, hangover_ms=0, smoothing=0.0, range_db=33.0)
+    vad.update([5.0, 5.0], [40.0, 40.0], [20.0, 20.0])
+    for _ in range(500):  # 10 s of silence
+        vad.update([0.0, 0.0], [-30.0, -30.0], [-20.0, -20.0])
+    assert vad.update([5.0, 5.0], [0.0, 0.0], [20.0, 20.0]) == [False, True]
+
+
+def test_snr_gate_needs_the_sound_to_stand_out_of_the_noise() -> None:
+    assert _gated([10.0] * 6, [-10.0] * 6, snr_min_db=-5.0) == [0] * 6
+    assert _gated([10.0] * 6, [0.0] * 6, snr_min_db=-5.0) == [0, 1, 1, 1, 1, 1]

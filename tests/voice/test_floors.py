@@ -258,7 +258,10 @@ def test_the_end_of_a_spurt_costs_the_next_one_nothing() -> None:
     heard = np.concatenate(site.heard["b"])
     first, second = (score_spurt(said, heard, RATE, 0.0, s, len(clip)) for s in starts)
     assert first.pesq is not None and second.pesq is not None and second.pesq >= 4.0, (first, second)
-    assert second.delay_ms == first.delay_ms
+    # The same delay: the buffer works in whole frames, so a grown buffer would show 10-20 ms more.
+    # The measurement itself (cross-correlation peak after noise suppression and Opus) may land a
+    # sample apart for the two different spurts: 34.0 and 34.0625 ms with the 30 dB suppressor.
+    assert abs(second.delay_ms - first.delay_ms) <= 1000 / RATE, (first, second)
     totals = b.downlink.totals()
     assert totals.frames_dropped == totals.frames_inserted == totals.frames_concealed == 0
     assert not b.transmitting and all(not f.floors["ops"].talkers() for f, _ in site.boxes)

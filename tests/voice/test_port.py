@@ -180,7 +180,7 @@ def test_hands_free_never_opens_on_steady_noise(kind: str) -> None:
 
 def test_hands_free_gate_lets_go_after_a_generator_starts() -> None:
     """A 20 dB step of noise with nobody talking opens the gate until the noise estimate has caught
-    up (its minimum bound spans ~3 s), then it shuts and stays shut. Measured: open 4.1 s."""
+    up (its minimum bound spans ~3 s), then it shuts and stays shut. Measured: open 4.2 s."""
     rng = np.random.default_rng(1)
     quiet, loud = rng.standard_normal(16000 * 2) * 30, rng.standard_normal(16000 * 10) * 300
     trace = _gate_trace(_hands_free_port(), np.concatenate([quiet, loud]).astype(np.int16))
