@@ -9,8 +9,8 @@ whatever the resampler hands over is cut into blocks here, so a device whose fra
 number of 16 kHz samples (44.1 kHz) still works. Each stage can be switched off in config; the
 analysis the voice detector needs runs whenever the chain runs (with suppression off it only
 listens and passes audio through unchanged).
-Latency: the resampler's ~1 ms (2 ms from 8 kHz) plus 6 ms of the noise suppressor's overlap-add;
-measured through the whole chain with speech: 5.8 ms from 16 kHz, 6.9 ms from 48 kHz (bench/dsp.py).
+Latency: the resampler's ~1 ms (2 ms from 8 kHz) plus 8 ms of the noise suppressor's overlap-add;
+measured through the whole chain with speech: 7.8 ms from 16 kHz, 8.9 ms from 48 kHz (bench/dsp.py).
 """
 
 from __future__ import annotations
