@@ -205,6 +205,12 @@ class DspSettings:
     """Voice detector: speech lasts until the ratio falls below this (hysteresis, <= threshold)."""
     vad_hangover_ms: int = 20
     """Voice detector: speech is held this long after the ratio falls below ``vad_release``."""
+    vad_range_db: float = 33.0
+    """Voice detector: sound further than this below the talker's recent peak is not speech (a
+    word's decay, the room's echo); raise it for a talker far from a shared microphone."""
+    vad_min_snr_db: float = -5.0
+    """Voice detector: a hop must stand at least this far out of the noise (200 Hz-4 kHz) to count
+    as speech; lower it to catch weak speech in loud noise, at the price of more false starts."""
     vad_hold_ms: int = 600
     """``talk_mode = "vad"``: the talk gate stays open this long after the last speech (pauses)."""
     vad_preroll_ms: int = 200
@@ -650,6 +656,10 @@ def _validate_dsp(d: DspSettings, k: str, where: _Where) -> None:
            f"must be between 0 and vad_threshold ({d.vad_threshold}), got {d.vad_release}")
     _check(0 <= d.vad_hangover_ms <= 2000, where, f"{k}.vad_hangover_ms",
            f"must be 0-2000, got {d.vad_hangover_ms}")
+    _check(10 <= d.vad_range_db <= 100, where, f"{k}.vad_range_db",
+           f"must be 10-100, got {d.vad_range_db}")
+    _check(-30 <= d.vad_min_snr_db <= 30, where, f"{k}.vad_min_snr_db",
+           f"must be -30 to 30, got {d.vad_min_snr_db}")
     _check(0 <= d.vad_hold_ms <= 10000, where, f"{k}.vad_hold_ms",
            f"must be 0-10000, got {d.vad_hold_ms}")
     _check(0 <= d.vad_preroll_ms <= 1000, where, f"{k}.vad_preroll_ms",

@@ -272,6 +272,10 @@ ERRORS: list[tuple[str, str, str, str]] = [
      "ports.desk.dsp.ns_max_attenuation_db", "must be 0-40, got 60.0"),
     ("vad release above threshold", BASE + "[ports.desk.dsp]\nvad_release = 2.0\n",
      "ports.desk.dsp.vad_release", "must be between 0 and vad_threshold"),
+    ("vad range too small", BASE + "[ports.desk.dsp]\nvad_range_db = 3.0\n",
+     "ports.desk.dsp.vad_range_db", "must be 10-100, got 3.0"),
+    ("vad snr out of range", BASE + "[ports.desk.dsp]\nvad_min_snr_db = -40.0\n",
+     "ports.desk.dsp.vad_min_snr_db", "must be -30 to 30, got -40.0"),
     ("dsp wrong type", BASE + '[ports.desk.dsp]\nagc = "on"\n', "ports.desk.dsp.agc",
      "must be true or false, got a string"),
 ]

@@ -65,7 +65,8 @@ class UplinkChain:
         self.ns = NoiseSuppressor(settings.ns_max_attenuation_db, suppress=settings.noise_suppression,
                                   hops=self.block // HOP)
         self.vad = VoiceActivityDetector(
-            settings.vad_threshold, settings.vad_release, settings.vad_hangover_ms
+            settings.vad_threshold, settings.vad_release, settings.vad_hangover_ms,
+            range_db=settings.vad_range_db, snr_min_db=settings.vad_min_snr_db,
         )
         self.agc = (
             AutomaticGain(
