@@ -12,12 +12,13 @@ the cutoff, well under 0.1 ms in the voice band).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
 from scipy.signal import butter
 
+from gateway.dsp.compiled import compiled
 
-@njit("void(float32[:], float64[:, :], float64[:, :], float32[:])", cache=True)
+
+@compiled("void(float32[:], float64[:, :], float64[:, :], float32[:])")
 def _sos_filter(x: np.ndarray, sos: np.ndarray, state: np.ndarray, out: np.ndarray) -> None:
     """Filter ``x`` into ``out`` through the sections of ``sos`` (b0 b1 b2 a0 a1 a2, a0 = 1)."""
     for n in range(x.shape[0]):  # pragma: no cover - compiled

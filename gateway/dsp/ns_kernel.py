@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from gateway.dsp.compiled import compiled
 
 #: Fixed a-priori SNR assumed under speech presence by the noise estimator (15 dB, as in the paper).
 SPP_PRIOR_SNR = 10 ** (15 / 10)
@@ -33,10 +34,9 @@ STATE_ROWS = SUB_MINS + SUBWINDOWS
 WARM, SUB_COUNT, SUB_INDEX = range(3)
 
 
-@njit(
+@compiled(
     "void(complex64[:, :], float32[:, :], int64[:], float64[:],"
-    " float64[:], float64[:], float64[:], int64[:], float64[:])",
-    cache=True,
+    " float64[:], float64[:], float64[:], int64[:], float64[:])"
 )
 def analyse(
     spectra: np.ndarray,
@@ -179,7 +179,7 @@ def analyse(
                 spec[i] = spec[i] * gain
 
 
-@njit("void(float32[:, :], float32[:], float32[:], float32[:])", cache=True)
+@compiled("void(float32[:, :], float32[:], float32[:], float32[:])")
 def overlap_add(frames: np.ndarray, window: np.ndarray, tail: np.ndarray, out: np.ndarray) -> None:
     """Window each synthesis frame (rows, one per hop) and overlap-add them into ``out``, with the
     previous call's ``tail`` in front; the last frame's overlap becomes the new ``tail``.
@@ -197,7 +197,7 @@ def overlap_add(frames: np.ndarray, window: np.ndarray, tail: np.ndarray, out: n
             tail[j] = frames[h, hop + j] * window[hop + j]
 
 
-@njit("void(float32[:], float32[:], float32[:], float32[:, :])", cache=True)
+@compiled("void(float32[:], float32[:], float32[:], float32[:, :])")
 def frame_in(block: np.ndarray, history: np.ndarray, window: np.ndarray, frames: np.ndarray) -> None:
     """Append ``block`` to the ``history`` of the last inputs and cut the windowed analysis frames
     (one per hop) from them; ``history`` then holds the inputs the next block's frames reach back to.

@@ -45,3 +45,12 @@ def test_security_exposure_is_reported(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Overall exposure level" in proc.stdout
+
+
+def test_unit_gives_the_compiled_dsp_loops_a_writable_cache() -> None:
+    """ProtectSystem=strict makes the install read-only: numba's cache must go under the unit's
+    own CacheDirectory (/var/cache/gateway), or the loops are compiled again at every start."""
+    text = UNIT.read_text()
+    assert "ProtectSystem=strict" in text
+    assert "CacheDirectory=gateway" in text.splitlines()
+    assert "Environment=NUMBA_CACHE_DIR=/var/cache/gateway/numba" in text.splitlines()
