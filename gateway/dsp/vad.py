@@ -20,21 +20,80 @@ it in the 150 ms after speech) to under 5 %, with speech missed at 20 dB SNR sti
 price is weak speech in loud noise (at 0 dB SNR about a third of the speech hops are missed, mostly
 quiet ones inside words, which the talk gate's hold bridges).
 
+A third gate is for noise that starts or swells (a generator, a pump): until the noise estimate has
+caught up (about 3 s) the new noise reads as loud "speech", but its level above the old noise is
+steady from hop to hop, where a talker's rises and falls with every syllable. A hop whose level
+has spread less than ``steady_db`` (1.5 dB) over the last 0.5 s is not speech: after a 20 dB noise
+step a hands-free port now transmits 1.1 s instead of 4.2 s, with accuracy, misses and false alarms
+on the benchmark's quick material unchanged (a 2 dB limit began to miss speech at 20 dB SNR).
+
 :class:`PreRoll` keeps the last ``preroll_ms`` of uplink audio, so when the detector opens the talk
 gate the transmission starts with the syllable that opened it, not after it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.dsp.compiled import compiled
+
 HOP_MS = 10
 #: How fast the remembered peak of the talker's level sinks (dB per hop): 30 dB in 15 s, so a
 #: quieter talker after a loud one is heard in full within seconds.
 _PEAK_DECAY_DB = 0.02
+#: Hops (0.5 s) over which a level as steady as machinery (spread under ``steady_db``) is not a talker.
+_STEADY_HOPS = 50
+#: The level the steadiness window starts from: nothing heard yet.
+_QUIET_DB = -100.0
+
+
+#: Slots of the detector's state array; the steadiness ring follows them.
+_SMOOTHED, _RUN, _ACTIVE, _HOLD, _PEAK, _RING_AT, _RING_SUM, _RING_SQ, _RING = range(9)
+
+
+@compiled("void(float64[:], float64[:], float64[:], boolean, float64[:], float64[:], boolean[:])")
+def _decide(llrs: np.ndarray, levels: np.ndarray, snrs: np.ndarray, gated: bool, state: np.ndarray,
+            params: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """The detector's rules over a block's hops (see :class:`VoiceActivityDetector`), compiled: in
+    Python they were 10-14 µs of a 20 ms frame. ``gated``: levels and SNRs are given."""
+    threshold, release, hangover, a = params[0], params[1], params[2], params[3]
+    range_db, snr_min, steady = params[4], params[5], params[6]
+    shut = release - 1e-6
+    for i in range(llrs.shape[0]):
+        s = a * state[_SMOOTHED] + (1.0 - a) * llrs[i]
+        state[_SMOOTHED] = s
+        if gated:
+            level = levels[i]
+            at = int(state[_RING_AT])
+            old = state[_RING + at]
+            state[_RING + at] = level
+            state[_RING_AT] = (at + 1) % _STEADY_HOPS
+            state[_RING_SUM] += level - old
+            state[_RING_SQ] += level * level - old * old
+            mean = state[_RING_SUM] / _STEADY_HOPS
+            spread = math.sqrt(max(state[_RING_SQ] / _STEADY_HOPS - mean * mean, 0.0))
+            state[_PEAK] -= _PEAK_DECAY_DB
+            if spread < steady or level < state[_PEAK] - range_db or snrs[i] < snr_min:
+                s = min(s, shut)  # machinery-steady, far below the talker, or lost in the noise
+        state[_RUN] = state[_RUN] + 1.0 if s > threshold else 0.0
+        if state[_RUN] >= 2:
+            state[_ACTIVE] = 1.0
+        elif state[_ACTIVE] > 0 and s < release:
+            state[_ACTIVE] = 0.0
+            state[_HOLD] = hangover
+        if state[_ACTIVE] > 0:
+            if gated:
+                state[_PEAK] = max(state[_PEAK], levels[i])
+            out[i] = True
+        elif state[_HOLD] > 0:
+            state[_HOLD] -= 1.0
+            out[i] = True
+        else:
+            out[i] = False
 
 
 class VoiceActivityDetector:
@@ -48,6 +107,7 @@ class VoiceActivityDetector:
         smoothing: float = 0.8,
         range_db: float = 33.0,
         snr_min_db: float = -5.0,
+        steady_db: float = 1.5,
     ) -> None:
         self.threshold = threshold
         self.release = release
@@ -55,11 +115,16 @@ class VoiceActivityDetector:
         self.smoothing = smoothing
         self.range_db = range_db
         self.snr_min_db = snr_min_db
-        self._peak_db = -np.inf  # the talker's recent peak hop level
-        self._smoothed = 0.0
-        self._run = 0  # consecutive hops above threshold
-        self._active = False
-        self._hold = 0  # hangover hops left
+        self.steady_db = steady_db
+        self._params = np.array([threshold, release, self.hangover_hops, smoothing, range_db,
+                                 snr_min_db, steady_db], np.float64)
+        self._state = np.zeros(_RING + _STEADY_HOPS)
+        self._state[_PEAK] = -np.inf  # the talker's recent peak hop level: none heard yet
+        self._state[_RING:] = _QUIET_DB  # the steadiness window starts from silence
+        self._state[_RING_SUM] = _QUIET_DB * _STEADY_HOPS
+        self._state[_RING_SQ] = _QUIET_DB * _QUIET_DB * _STEADY_HOPS
+        self._out = np.zeros(2, np.bool_)
+        self._none = np.zeros(2)
         self.decisions: list[bool] = [False, False]
         """The decision for each hop of the last block (oldest first)."""
 
@@ -71,36 +136,22 @@ class VoiceActivityDetector:
     def update(self, hop_llr: Sequence[float] | NDArray[np.float64],
                hop_level: Sequence[float] | NDArray[np.float64] | None = None,
                hop_snr: Sequence[float] | NDArray[np.float64] | None = None) -> list[bool]:
-        """Decide each hop from its mean log likelihood ratio and (when given) its level above the
-        noise; return the decisions."""
-        out = self.decisions
-        if len(out) != len(hop_llr):  # blocks of one hop (10 ms frames)
-            out = self.decisions = [False] * len(hop_llr)
-        a = self.smoothing
-        for i, llr in enumerate(hop_llr):
-            s = self._smoothed = a * self._smoothed + (1 - a) * float(llr)
-            if hop_level is not None:
-                level = float(hop_level[i])
-                self._peak_db -= _PEAK_DECAY_DB
-                if level < self._peak_db - self.range_db or (
-                        hop_snr is not None and hop_snr[i] < self.snr_min_db):
-                    s = min(s, self.release - 1e-6)  # too far below the talker: not speech
-            self._run = self._run + 1 if s > self.threshold else 0
-            if self._run >= 2:
-                self._active = True
-            elif self._active and s < self.release:
-                self._active = False
-                self._hold = self.hangover_hops
-            if self._active:
-                if hop_level is not None:
-                    self._peak_db = max(self._peak_db, float(hop_level[i]))
-                out[i] = True
-            elif self._hold > 0:
-                self._hold -= 1
-                out[i] = True
-            else:
-                out[i] = False
-        return out
+        """Decide each hop from its mean log likelihood ratio and (when given) its level and SNR
+        above the noise; return the decisions."""
+        n = len(hop_llr)
+        if len(self._out) != n:  # blocks of one hop (10 ms frames)
+            self._out = np.zeros(n, np.bool_)
+            self._none = np.zeros(n)
+        llrs = np.asarray(hop_llr, np.float64)
+        gated = hop_level is not None
+        levels = np.asarray(hop_level, np.float64) if hop_level is not None else self._none
+        if hop_snr is not None:
+            snrs = np.asarray(hop_snr, np.float64)
+        else:
+            snrs = self._none + np.inf if gated else self._none
+        _decide(llrs, levels, snrs, gated, self._state, self._params, self._out)
+        self.decisions = self._out.tolist()
+        return self.decisions
 
 
 class PreRoll:

@@ -71,6 +71,7 @@ def test_preroll_loses_nothing(chunks: list[int], capacity: int) -> None:
 
 def _gated(levels: list[float], snrs: list[float], **kw: float) -> list[int]:
     """Decisions for hops that all look like speech by likelihood, at the given levels and SNRs."""
+    kw.setdefault("steady_db", 0.0)  # each gate on its own
     vad = VoiceActivityDetector(threshold=0.45, release=0.2, hangover_ms=0, smoothing=0.0, **kw)  # type: ignore[arg-type]
     out: list[int] = []
     for i in range(0, len(levels), 2):
@@ -88,7 +89,8 @@ def test_range_gate_drops_what_is_far_below_the_talker() -> None:
 
 def test_range_gate_follows_a_quieter_talker_in_time() -> None:
     """The remembered peak sinks: 40 dB below a talker heard 10 s ago is speech again."""
-    vad = VoiceActivityDetector(threshold=0.45, release=0.2, hangover_ms=0, smoothing=0.0, range_db=33.0)
+    vad = VoiceActivityDetector(threshold=0.45, release=0.2, hangover_ms=0, smoothing=0.0, range_db=33.0,
+                                steady_db=0.0)
     vad.update([5.0, 5.0], [40.0, 40.0], [20.0, 20.0])
     for _ in range(500):  # 10 s of silence
         vad.update([0.0, 0.0], [-30.0, -30.0], [-20.0, -20.0])
@@ -98,3 +100,14 @@ def test_range_gate_follows_a_quieter_talker_in_time() -> None:
 def test_snr_gate_needs_the_sound_to_stand_out_of_the_noise() -> None:
     assert _gated([10.0] * 6, [-10.0] * 6, snr_min_db=-5.0) == [0] * 6
     assert _gated([10.0] * 6, [0.0] * 6, snr_min_db=-5.0) == [0, 1, 1, 1, 1, 1]
+
+
+def test_a_steady_level_is_machinery_not_a_talker() -> None:
+    """Loud by likelihood for a second, but the level never moves: only the first half second (while
+    the window still holds the quiet before) can count; a syllabic level counts throughout."""
+    vad = VoiceActivityDetector(threshold=0.45, release=0.2, hangover_ms=0, smoothing=0.0)
+    steady = [vad.update([5.0, 5.0], [0.0, 0.0], [20.0, 20.0])[-1] for _ in range(50)]
+    assert not any(steady[30:])
+    vad = VoiceActivityDetector(threshold=0.45, release=0.2, hangover_ms=0, smoothing=0.0)
+    talker = [vad.update([5.0, 5.0], [0.0, 8.0], [20.0, 20.0])[-1] for _ in range(50)]
+    assert all(talker[1:])

@@ -179,14 +179,15 @@ def test_hands_free_never_opens_on_steady_noise(kind: str) -> None:
 
 
 def test_hands_free_gate_lets_go_after_a_generator_starts() -> None:
-    """A 20 dB step of noise with nobody talking opens the gate until the noise estimate has caught
-    up (its minimum bound spans ~3 s), then it shuts and stays shut. Measured: open 4.2 s."""
+    """A 20 dB step of noise with nobody talking opens the gate only briefly: the new noise reads as
+    speech until the estimate catches up (~3 s), but its level is steady, which speech isn't.
+    Measured: open 1.1 s (4.2 s without the steadiness gate)."""
     rng = np.random.default_rng(1)
     quiet, loud = rng.standard_normal(16000 * 2) * 30, rng.standard_normal(16000 * 10) * 300
     trace = _gate_trace(_hands_free_port(), np.concatenate([quiet, loud]).astype(np.int16))
     opened = np.flatnonzero(trace) * 0.02
     assert not trace[:100].any()  # nothing before the step
-    assert len(opened) and opened[-1] - 2.0 < 5.0, opened[-1:]
+    assert opened.size == 0 or opened[-1] - 2.0 < 2.0, opened[-1:]
     assert not trace[-150:].any()  # the last 3 s: shut
 
 
