@@ -42,8 +42,8 @@ from numpy.typing import NDArray
 from gateway.dsp.compiled import compiled
 
 HOP_MS = 10
-#: How fast the remembered peak of the talker's level sinks (dB per hop): 30 dB in 15 s, so a
-#: quieter talker after a loud one is heard in full within seconds.
+#: How fast the remembered peak of the talker's level sinks (dB per hop), 2 dB/s: a talker up to
+#: ``range_db`` quieter than the last one is heard at once, one 43 dB quieter after 5 s.
 _PEAK_DECAY_DB = 0.02
 #: Hops (0.5 s) over which a level as steady as machinery (spread under ``steady_db``) is not a talker.
 _STEADY_HOPS = 50
