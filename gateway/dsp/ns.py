@@ -138,7 +138,7 @@ class NoiseSuppressor:
         self._state = np.zeros((kernel.STATE_ROWS, BINS), f32)
         self._state[kernel.SUB_MIN] = np.inf
         self._counts = np.zeros(3, np.int64)
-        self._scratch = np.zeros(4 * BINS + 1, np.float64)
+        self._scratch = np.zeros(5 * BINS + 1, np.float64)
         # The a-priori SNR floor sets how far the LSA gain pulls noise-only bins down: it follows the
         # strength up to -25 dB (at 30 dB a lower floor only made speech rougher); the gain floor
         # bounds the result.
