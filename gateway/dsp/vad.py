@@ -109,15 +109,9 @@ class VoiceActivityDetector:
         snr_min_db: float = -5.0,
         steady_db: float = 1.5,
     ) -> None:
-        self.threshold = threshold
-        self.release = release
-        self.hangover_hops = max(0, hangover_ms // HOP_MS)
-        self.smoothing = smoothing
-        self.range_db = range_db
-        self.snr_min_db = snr_min_db
-        self.steady_db = steady_db
-        self._params = np.array([threshold, release, self.hangover_hops, smoothing, range_db,
-                                 snr_min_db, steady_db], np.float64)
+        # The rules read their settings from here (fixed at construction).
+        self._params = np.array([threshold, release, max(0, hangover_ms // HOP_MS), smoothing,
+                                 range_db, snr_min_db, steady_db], np.float64)
         self._state = np.zeros(_RING + _STEADY_HOPS)
         self._state[_PEAK] = -np.inf  # the talker's recent peak hop level: none heard yet
         self._state[_RING:] = _QUIET_DB  # the steadiness window starts from silence
