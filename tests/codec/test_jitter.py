@@ -368,6 +368,19 @@ def test_a_delay_spike_mid_stream_is_played_late_then_drained() -> None:
     assert all(abs(d) <= 10 for d in _delay_after(pops, arrivals, 108 * FRAME + 2000))
 
 
+@pytest.mark.parametrize("jitter_ms", [1.0, 3.0, 6.0])
+def test_a_delay_at_the_edge_of_the_band_does_not_step_back_and_forth(jitter_ms: float) -> None:
+    """Arrivals wavering by a few ms, all of it a pause (steps allowed anywhere), at every pop phase:
+    the first step puts the delay at the band's other edge, and the wavering must not take it back
+    (with the same half frame both ways it did: 4-5 steps in these 10 s at the worst phases)."""
+    for phase in [p / 2 for p in range(40)]:
+        rng = random.Random(7)
+        buf = AdaptiveJitterBuffer(FRAME, 0.0, 200.0)
+        arrivals = [(k * FRAME + rng.uniform(0, jitter_ms), k) for k in range(500)]
+        simulate(buf, arrivals, 500 * FRAME - 2 * FRAME, phase=phase, quiet=lambda t: True)
+        assert buf.stats.dropped + buf.stats.inserted <= 1, (phase, _stats(buf))
+
+
 def test_target_follows_jitter_up_and_back_down() -> None:
     rng = random.Random(5)
     arrivals = []
