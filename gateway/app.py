@@ -36,6 +36,7 @@ from gateway.net.announce import Report
 from gateway.net.keys import load_secret
 from gateway.net.srtp import GroupSecurity
 from gateway.net.udp import UdpTransport
+from gateway.system.heap import frozen_heap
 from gateway.system.notify import Notifier
 from gateway.voice.fec import FecPolicy, Protection
 from gateway.voice.floors import TICK_S, Floors
@@ -190,6 +191,10 @@ class App:
     async def run(self) -> None:
         """Run the box until cancelled; clean up everything on the way out."""
         loop = asyncio.get_running_loop()
+        with frozen_heap():  # before any audio flows: see gateway.system.heap
+            await self._run(loop)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             await self.transport.start()
             for port in self.ports.values():
