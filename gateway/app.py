@@ -412,12 +412,14 @@ class App:
             ssrc=claim.ssrc, at=time.time()))
 
     def _telemetry(self) -> dict[str, Any]:
-        """What the box adds to its telemetry: xruns per port, loss and jitter per sender heard."""
+        """What the box adds to its telemetry: xruns and catch-ups (ticks of playback delay shed after
+        the box stalled) per port, loss and jitter per sender heard."""
         ports: dict[str, Any] = {}
         senders: dict[str, Any] = {}
         for name, port in self.ports.items():
             stats = port.device.stats
-            ports[name] = {"xruns": stats.capture_xruns + stats.playback_xruns}
+            ports[name] = {"xruns": stats.capture_xruns + stats.playback_xruns,
+                           "catch_ups": port.playback_catch_ups}
         for group in self._reception:  # the windows adapt() measured (reading the ports would reset them)
             for r in self._reports_for(group):
                 senders[f"0x{r.ssrc:08x}"] = {"loss_pct": round(100 * r.loss, 2),
@@ -466,6 +468,7 @@ class App:
                 "fec_on": port.uplink.encoder.fec,
                 "capture_dropped": port.capture.dropped if port.capture else 0,
                 "playback_dropped_samples": port.playback.dropped_samples,
+                "playback_catch_ups": port.playback_catch_ups,
                 "device": vars(port.device.stats).copy(),
             }
         return out

@@ -6,6 +6,14 @@ Each captured device frame drives one tick, in data-flow order: run the uplink c
 it to the device rate and queue it for playback. Playback therefore runs on the device's own clock
 and never waits for the network.
 
+A stalled loop (a busy machine) leaves a backlog of captured frames; their ticks come in a burst and
+each queues a frame of playback, so the device would be left with that much audio queued for good:
+the delay after every stall, added up to ``playback_buffer_ms``. So the port watches the lowest depth
+of its playback queue over :data:`STANDING_TICKS` ticks: a whole tick or more that never drained is
+standing delay, and that many ticks skip the downlink (counted in ``playback_catch_ups``). The audio
+they would have taken stays in the jitter buffers, which see it as delay above their target and
+drain it as they drain any: frames dropped in pauses.
+
 Talk modes: ``ptt`` opens the gate while the button is held, ``open`` keeps it open, and ``vad``
 (hands-free) opens it while the voice detector hears speech and holds it ``vad_hold_ms`` through
 pauses (its button, if it has one, forces it open while held). A hands-free port keeps
@@ -23,6 +31,7 @@ user lets go: the button released (``ptt``), the speech over (``vad``), or the g
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import time
 from collections.abc import Callable
@@ -41,6 +50,9 @@ from gateway.voice.cues import CuePlayer
 from gateway.voice.downlink import Downlink
 from gateway.voice.uplink import Uplink
 
+#: Ticks over which the playback queue's lowest depth is taken (0.5 s of 20 ms ticks). A steady
+#: stream leaves less than a tick queued at some tick of any such window; a stall's burst leaves more.
+STANDING_TICKS = 25
 
 class FloorGate(Protocol):
     """Who grants a port the floor of its talk group (the box's floors, :mod:`gateway.voice.floors`)."""
@@ -93,6 +105,10 @@ class Port:
         self._to_device = Resampler(PROCESSING_RATE_HZ, device.rate_hz)
         self._tick_16k = PROCESSING_RATE_HZ * device.frame_samples // device.rate_hz
         self.playback = PlaybackQueue(device.rate_hz * settings.playback_buffer_ms // 1000)
+        self._depths: collections.deque[int] = collections.deque(maxlen=STANDING_TICKS)
+        self._catch_up = 0
+        self.playback_catch_ups = 0
+        """Ticks that skipped the downlink to shed playback audio left queued by a stall."""
         self.ptt_pressed = False
         self.priority = settings.priority
         self.emergency = False
@@ -233,6 +249,8 @@ class Port:
             self._hands_free(audio)
         else:
             self.uplink.process(audio)
+        if self._standing_delay():
+            return
         heard = self.downlink.pull(self._tick_16k)
         if self._volume != 1.0:
             heard = np.clip(heard * self._volume, -32768, 32767).astype(np.int16)
@@ -241,6 +259,20 @@ class Port:
         if self.downlink.receiving != self._receiving:
             self._receiving = self.downlink.receiving
             self._changed()
+
+    def _standing_delay(self) -> bool:
+        """True if this tick sheds a tick of playback left queued by a stall (see the docstring)."""
+        tick = self.device.frame_samples
+        self._depths.append(self.playback.queued)
+        if not self._catch_up and len(self._depths) == STANDING_TICKS:
+            self._catch_up = min(self._depths) // tick
+            if self._catch_up:
+                self._depths.clear()
+        if not self._catch_up:
+            return False
+        self._catch_up -= 1
+        self.playback_catch_ups += 1
+        return True
 
     def _hands_free(self, audio: Frame) -> None:
         """Open the gate on speech (pre-roll first), hold it through pauses, then close it. A held

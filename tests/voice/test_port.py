@@ -83,6 +83,54 @@ def test_speech_through_two_ports(rate: int) -> None:
     assert listener.downlink.totals().packets_lost == 0
 
 
+def test_a_stalled_loop_costs_a_glitch_not_lasting_delay() -> None:
+    """The listener's loop stalls for 8 ticks (160 ms) in the middle of speech while its device keeps
+    playing (silence from the empty queue), then runs the backlog of ticks in a burst: afterwards the
+    delay is back where it was within a frame, and no longer held in the device's queue."""
+    clip, rate = read_wav(SPEECH)
+    settings = PortSettings("p", backend="wav", device_rate_hz=rate, groups=("ops",),
+                            talk_group="ops")
+
+    def deliver(group: str, datagram: bytes) -> None:
+        packet = rtp.parse(datagram, 111)
+        assert isinstance(packet, rtp.RtpPacket)
+        listener.receive(group, packet)
+
+    clock = _Clock()
+    listener = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 2,
+                    lambda g, d: None, clock=clock)
+    talker = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver)
+    n = rate // 50
+    said = np.concatenate([np.zeros(n * 25, np.int16), clip, clip, clip])
+    said = said[: len(said) // n * n]
+    ticks = len(said) // n
+    stall_at, stall = 150, 8
+    talker.set_ptt(True)
+    heard, depths = [], []
+    for i in range(ticks):
+        clock.now += n / rate
+        talker.tick(said[i * n:(i + 1) * n])
+        if not stall_at <= i < stall_at + stall:
+            for _ in range(stall + 1 if i == stall_at + stall else 1):  # the backlog, at once
+                listener.tick(np.zeros(n, np.int16))
+        heard.append(listener.playback.read(n))
+        depths.append(listener.playback.queued)  # what a steady stream leaves between ticks: none
+    played = np.concatenate(heard)
+
+    def delay(a: int, b: int) -> float:  # ms, over said[a:b] (ticks)
+        seg = said[a * n: b * n]
+        return score(said[: b * n + 3 * n], played[: b * n + 3 * n], rate, a * n, len(seg)
+                     ).delay_ms or -1.0
+
+    before, after = delay(30, stall_at - 5), delay(ticks - 150, ticks - 5)
+    assert abs(after - before) <= 20, (before, after)
+    assert max(depths[-100:]) < n, "audio still standing in the device's queue"
+    # The queue holds at most playback_buffer_ms (80 ms): 3 ticks stood beyond the steady one
+    # (without the catch-up the delay stayed 60 ms up: 34 ms before, 94 ms after).
+    assert listener.playback_catch_ups == 3
+    assert listener.downlink.totals().frames_dropped >= 3  # the jitter buffer shed them in pauses
+
+
 def test_hands_free_transmission_starts_before_the_detection() -> None:
     """talk_mode "vad": nothing is sent on noise; when speech opens the gate, what goes out starts
     with audio from at least 150 ms before the decision (the pre-roll), timestamps continuous."""
