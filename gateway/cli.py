@@ -156,9 +156,10 @@ def _sdp(args: argparse.Namespace) -> int:
     found = _run_until_signalled(discover_senders(cfg, args.group, args.wait_s)) or []
     chosen = [s for s in found if wanted is None or s.ssrc == wanted]
     if not chosen:
-        what = "the sender asked for" if wanted is not None else "a sender"
+        what = f"sender {wanted:#010x} was not" if wanted is not None else "no sender was"
         heard = ", ".join(f"{s.ssrc:#010x}" for s in found) or "none"
-        print(f"gateway: sdp: no {what} on group {args.group!r}, heard: {heard}", file=sys.stderr)
+        print(f"gateway: sdp: {what} heard on group {args.group!r} in {args.wait_s:g} s "
+              f"(heard: {heard})", file=sys.stderr)
         return EXIT_FAILED
     sys.stdout.write(build_sdp(group, chosen, cfg.codec.payload_type, cfg.codec.frame_ms, address,
                                cfg.network.multicast_ttl, cfg.gateway.site))
