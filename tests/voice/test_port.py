@@ -42,6 +42,21 @@ class _Device:
         self.stats = DeviceStats()
 
 
+def _linked(talk: PortSettings, listen: PortSettings, rate: int) -> tuple[Port, Port, _Clock]:
+    """A talker port whose packets go straight into a listener port (on a clock the test moves)."""
+
+    def deliver(group: str, datagram: bytes) -> None:
+        packet = rtp.parse(datagram, 111)
+        assert isinstance(packet, rtp.RtpPacket)
+        listener.receive(group, packet)
+
+    clock = _Clock()
+    listener = Port(listen, CodecSettings(), NetworkSettings(), _Device(rate), 2, lambda g, d: None,
+                    clock=clock)
+    talker = Port(talk, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver)
+    return talker, listener, clock
+
+
 def _talk(talker: Port, listener: Port, said: np.ndarray, n: int, clock: _Clock) -> np.ndarray:
     """Tick both ports frame by frame (the clock moves one frame per tick); what the listener
     played."""
@@ -60,16 +75,7 @@ def test_speech_through_two_ports(rate: int) -> None:
     clip = soxr.resample(clip, clip_rate, rate).astype(np.int16) if rate != clip_rate else clip
     settings = PortSettings("p", backend="wav", device_rate_hz=rate, groups=("ops",),
                             talk_group="ops")
-
-    def deliver(group: str, datagram: bytes) -> None:
-        packet = rtp.parse(datagram, 111)
-        assert isinstance(packet, rtp.RtpPacket)
-        listener.receive(group, packet)
-
-    clock = _Clock()
-    listener = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 2,
-                    lambda g, d: None, clock=clock)
-    talker = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver)
+    talker, listener, clock = _linked(settings, settings, rate)
     n = rate // 50
     lead = n * 25
     said = np.concatenate([np.zeros(lead, np.int16), clip, np.zeros(n * 25, np.int16)])
@@ -90,16 +96,7 @@ def test_a_stalled_loop_costs_a_glitch_not_lasting_delay() -> None:
     clip, rate = read_wav(SPEECH)
     settings = PortSettings("p", backend="wav", device_rate_hz=rate, groups=("ops",),
                             talk_group="ops")
-
-    def deliver(group: str, datagram: bytes) -> None:
-        packet = rtp.parse(datagram, 111)
-        assert isinstance(packet, rtp.RtpPacket)
-        listener.receive(group, packet)
-
-    clock = _Clock()
-    listener = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 2,
-                    lambda g, d: None, clock=clock)
-    talker = Port(settings, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver)
+    talker, listener, clock = _linked(settings, settings, rate)
     n = rate // 50
     said = np.concatenate([np.zeros(n * 25, np.int16), clip, clip, clip])
     said = said[: len(said) // n * n]
@@ -181,16 +178,7 @@ def test_hands_free_speech_is_heard_whole() -> None:
     talk = PortSettings("p", backend="wav", device_rate_hz=rate, groups=("ops",),
                         talk_group="ops", talk_mode="vad")
     listen = PortSettings("q", backend="wav", device_rate_hz=rate, groups=("ops",))
-
-    def deliver(group: str, datagram: bytes) -> None:
-        packet = rtp.parse(datagram, 111)
-        assert isinstance(packet, rtp.RtpPacket)
-        listener.receive(group, packet)
-
-    clock = _Clock()
-    listener = Port(listen, CodecSettings(), NetworkSettings(), _Device(rate), 2, lambda g, d: None,
-                    clock=clock)
-    talker = Port(talk, CodecSettings(), NetworkSettings(), _Device(rate), 1, deliver)
+    talker, listener, clock = _linked(talk, listen, rate)
     n = rate // 50
     lead = n * 75
     room = (np.random.default_rng(12).standard_normal(lead + len(clip) + n * 60) * 30).astype(np.int16)
