@@ -65,6 +65,8 @@ def netns() -> Iterator[str]:
 
 
 def _config(path: Path, gateway_id: str, address: str, secret: str, mic: Path | None) -> Path:
+    state = path.parent / f"state-{gateway_id}"  # each box its own (its control socket is there)
+    state.mkdir(exist_ok=True)
     port = "" if mic is None else f"""
 [ports.radio]
 backend = "wav"
@@ -78,7 +80,7 @@ groups = ["ops"]
 [gateway]
 id = "{gateway_id}"
 site = "sdptest"
-state_dir = "{path.parent}"
+state_dir = "{state}"
 
 [mqtt]
 enabled = false

@@ -107,14 +107,17 @@ def gateway_toml(
     path: Path, gateway_id: str, address: str, peers: list[str], secret: str, *,
     mic: Path | None = None, heard: Path | None = None, talk_mode: str = "ptt", extra: str = "",
 ) -> Path:
-    """A gateway config for a namespace host: one unicast group 'ops', one WAV port."""
+    """A gateway config for a namespace host: one unicast group 'ops', one WAV port, and a state
+    directory of its own (two hosts sharing one raced for its control socket: one of them died)."""
+    state = path.parent / f"state-{gateway_id}"
+    state.mkdir(exist_ok=True)
     inp = f'wav_input = "{mic}"\n' if mic else ""
     out = f'wav_output = "{heard}"\n' if heard else ""
     path.write_text(f"""
 [gateway]
 id = "{gateway_id}"
 site = "nstest"
-state_dir = "{path.parent}"
+state_dir = "{state}"
 
 [mqtt]
 enabled = false
