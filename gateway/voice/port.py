@@ -54,6 +54,7 @@ from gateway.voice.uplink import Uplink
 #: stream leaves less than a tick queued at some tick of any such window; a stall's burst leaves more.
 STANDING_TICKS = 25
 
+
 class FloorGate(Protocol):
     """Who grants a port the floor of its talk group (the box's floors, :mod:`gateway.voice.floors`)."""
 
