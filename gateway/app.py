@@ -196,6 +196,8 @@ class App:
 
     async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
+            if self.control_socket is not None:
+                await self.control_socket.start()  # first: a second daemon here stops at once
             await self.transport.start()
             for port in self.ports.values():
                 port.on_change = self._port_changed
@@ -222,6 +224,8 @@ class App:
                 await asyncio.Future()  # until cancelled
         finally:
             self.notifier.stopping()
+            if self.control_socket is not None:
+                self.control_socket.close()
             for port in self.ports.values():
                 port.stop()
             self.panel.close()

@@ -51,3 +51,7 @@ class TransportError(GatewayError, OSError):
 
 class BrokerError(GatewayError, OSError):
     """The embedded broker (mosquitto) could not be started."""
+
+
+class ControlSocketError(GatewayError, OSError):
+    """The local control socket could not be set up (another daemon is serving it)."""

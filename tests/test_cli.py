@@ -250,7 +250,9 @@ def test_status_and_ctl_talk_to_the_running_daemon(tmp_path: Path) -> None:
         while not (tmp_path / "state" / "control.sock").exists():
             assert proc.poll() is None and time.monotonic() < deadline, "daemon didn't start"
             time.sleep(0.1)
-        status = _gateway("status", "--config", str(cfg))
+        second = _gateway("run", "--config", str(cfg))  # started twice by mistake
+        assert second.returncode == 1 and "another gateway daemon is running" in second.stderr
+        status = _gateway("status", "--config", str(cfg))  # the first one still answers
         assert status.returncode == 0, status.stderr
         assert "gateway desk-1 (site clitest" in status.stdout and "broker: lan-only" in status.stdout
         assert "port radio: idle; talks on ops (listens: ops, fire)" in status.stdout

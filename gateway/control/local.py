@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.control.commands import MAX_BYTES, Commands
+from gateway.errors import ControlSocketError
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +43,40 @@ class ControlSocket:
         self.commands = commands
         self._clients = 0
         self.refused_clients = 0
+        self._server: asyncio.Server | None = None
 
-    async def run(self) -> None:
-        """Listen until cancelled; the socket file is removed on the way out."""
+    async def start(self) -> None:
+        """Listen at :attr:`path`. A socket file left by a run that ended without removing it is
+        replaced; one that a running daemon answers on (another gateway with this state directory)
+        is left alone: ControlSocketError, where taking it over would cut that daemon off."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if _answers(self.path):
+            raise ControlSocketError(f"{self.path}: another gateway daemon is running with this "
+                                     "state directory (gateway.state_dir); stop it first")
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket of a previous run
-        server = await asyncio.start_unix_server(self._client, path=str(self.path),
-                                                 limit=MAX_BYTES + 2)
+        self._server = await asyncio.start_unix_server(self._client, path=str(self.path),
+                                                       limit=MAX_BYTES + 2)
         os.chmod(self.path, 0o660)
+
+    async def run(self) -> None:
+        """Serve until cancelled (starting first if :meth:`start` was not called)."""
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
         try:
-            async with server:
-                await server.serve_forever()
+            await self._server.serve_forever()
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            self.close()
+
+    def close(self) -> None:
+        """Stop listening and remove the socket file (safe to call twice)."""
+        if self._server is None:
+            return
+        self._server.close()
+        self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._clients >= MAX_CLIENTS:
@@ -83,6 +103,17 @@ class ControlSocket:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+def _answers(path: Path) -> bool:
+    """True if something accepts connections on the Unix socket at ``path`` now."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(str(path))
+        except OSError:  # no file, not a socket, or nobody listening (a stale file)
+            return False
+    return True
 
 
 async def _send(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
